@@ -1,0 +1,89 @@
+"""Terminal output: a progress bar while training and the quality and throughput tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def _num(value: Any, fmt: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return format(value, fmt)
+
+
+def _rate(row: dict[str, Any], name: str) -> str:
+    rate = row.get(f"{name}_samples_per_s")
+    if rate is None:
+        return "–"
+    spread = row.get(f"{name}_spread")
+    text = f"{rate:,.0f}"
+    return text if spread is None else f"{text} (IQR {100 * spread:.0f}%)"
+
+
+class RichReporter:
+    """Draws one progress bar per model on stderr; silent when ``quiet``."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    @contextmanager
+    def training(self, label: str, total_steps: int) -> Iterator[None]:
+        if self.quiet:
+            yield
+            return
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.console, transient=True,
+        )
+        with progress:
+            self._progress, self._task = progress, progress.add_task(f"training {label}", total=total_steps)
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def step(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def finished(self, row: dict[str, Any]) -> None:
+        if not self.quiet:
+            self.console.print(f"{row['plugin']}/{row['prior']}: {row['status']}")
+
+
+def quality_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in ("model", "prior", "status", "-ELBO", "recon", "KL", "IW-NLL", "gap", "AU", "probe acc", "untrained -ELBO"):
+        table.add_column(header, justify="left" if header in {"model", "prior", "status"} else "right")
+    for row in rows:
+        au = row.get("active_units")
+        table.add_row(
+            row["plugin"], row["prior"], row["status"],
+            _num(row.get("neg_elbo")), _num(row.get("recon_nll")), _num(row.get("kl")),
+            _num(row.get("iw_nll")), _num(row.get("elbo_gap")),
+            "–" if au is None else f"{au}/{row['latent_dim']}",
+            _num(row.get("probe_accuracy"), ".3f"), _num(row.get("neg_elbo_untrained")),
+        )
+    return table
+
+
+def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in ("model", "prior", "train samples/s", "encode samples/s", "decode samples/s", "reparam+KL samples/s"):
+        table.add_column(header, justify="left" if header in {"model", "prior"} else "right")
+    for row in rows:
+        table.add_row(
+            row["plugin"], row["prior"], _rate(row, "train"), _rate(row, "encode"),
+            _rate(row, "decode"), _rate(row, "reparam_kl"),
+        )
+    return table

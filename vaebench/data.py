@@ -1,0 +1,232 @@
+"""Datasets: the in-memory container, file loaders (.npz, MNIST IDX) and their validation.
+
+Every problem with a file becomes a one-line ``DataError`` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaebench.errors import DataError
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dataset:
+    """Train and test images as float32 in ``(N, *shape)``, labels optional.
+
+    ``binary`` is true when every value is exactly 0 or 1; values always lie in [0, 1] for
+    image data, but a loader may hand over real-valued data (then the default likelihood
+    is Gaussian).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for split in ("x_train", "x_test"):
+            x = getattr(self, split)
+            if x.ndim < 2 or x.shape[0] == 0:
+                raise DataError(f"{self.name}: {split} must hold at least one example, got shape {tuple(x.shape)}")
+            if not torch.isfinite(x).all():
+                raise DataError(f"{self.name}: {split} contains NaN or infinite values")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"{self.name}: train and test examples differ in shape "
+                f"({tuple(self.x_train.shape[1:])} vs {tuple(self.x_test.shape[1:])})"
+            )
+        for xs, ys in (("x_train", "y_train"), ("x_test", "y_test")):
+            y = getattr(self, ys)
+            if y is not None and y.shape[0] != getattr(self, xs).shape[0]:
+                raise DataError(f"{self.name}: {ys} has {y.shape[0]} labels for {getattr(self, xs).shape[0]} examples")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def binary(self) -> bool:
+        return bool(all(((x == 0) | (x == 1)).all() for x in (self.x_train, self.x_test)))
+
+    @property
+    def unit_interval(self) -> bool:
+        return bool(all((x.min() >= 0) and (x.max() <= 1) for x in (self.x_train, self.x_test)))
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y_train is not None and self.y_test is not None
+
+
+def to_images(x: np.ndarray, source: str) -> torch.Tensor:
+    """Array to float32 ``(N, C, H, W)`` (or ``(N, D)`` for flat data), scaled into [0, 1].
+
+    Integer data with values above 1 is divided by its type's natural maximum (255 for
+    uint8-range data, else the data maximum); 0/1 integer data stays binary.
+    """
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"{source}: images must be numeric, got dtype {x.dtype}")
+    if x.ndim == 3:  # (N, H, W): grey images
+        x = x[:, None, :, :]
+    elif x.ndim not in (2, 4):
+        raise DataError(f"{source}: expected images of shape (N, H, W), (N, C, H, W) or (N, D), got {x.shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"{source}: holds no examples")
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
+        x = x.astype(np.int64)
+        if x.min() < 0:
+            raise DataError(f"{source}: integer images must be non-negative, found {x.min()}")
+        top = x.max()
+        scale = 255.0 if 1 < top <= 255 else float(max(top, 1))
+        out = x.astype(np.float32) / scale
+    else:
+        out = x.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise DataError(f"{source}: contains NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
+def to_labels(y: np.ndarray | None, n: int, source: str) -> torch.Tensor | None:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(f"{source}: expected {n} labels in a 1-D array, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
+            raise DataError(f"{source}: labels must be integers, got dtype {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def deterministic_split(
+    x: torch.Tensor, y: torch.Tensor | None, *, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Shuffle with a fixed generator and cut: the same file always gives the same split."""
+    n = x.shape[0]
+    if n < 2:
+        raise DataError(f"need at least 2 examples to split into train and test, got {n}")
+    n_test = min(max(1, round(n * test_fraction)), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    test, train = order[:n_test], order[n_test:]
+    return (
+        x[train],
+        x[test],
+        None if y is None else y[train],
+        None if y is None else y[test],
+    )
+
+
+def load_npz(path: Path) -> Dataset:
+    """Keras MNIST convention (``x_train``, ``x_test``, optional ``y_*``) or a single ``x``/``y``."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+    source = str(path)
+    if "x_train" in arrays or "x_test" in arrays:
+        missing = [k for k in ("x_train", "x_test") if k not in arrays]
+        if missing:
+            raise DataError(f"{path}: has {'x_train' if 'x_train' in arrays else 'x_test'} but no {missing[0]}")
+        x_train = to_images(arrays["x_train"], f"{source}[x_train]")
+        x_test = to_images(arrays["x_test"], f"{source}[x_test]")
+        y_train = to_labels(arrays.get("y_train"), x_train.shape[0], f"{source}[y_train]")
+        y_test = to_labels(arrays.get("y_test"), x_test.shape[0], f"{source}[y_test]")
+        if (y_train is None) != (y_test is None):
+            y_train = y_test = None
+    elif "x" in arrays:
+        x = to_images(arrays["x"], f"{source}[x]")
+        y = to_labels(arrays.get("y"), x.shape[0], f"{source}[y]")
+        try:
+            x_train, x_test, y_train, y_test = deterministic_split(x, y)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+    else:
+        found = ", ".join(sorted(arrays)) or "no arrays"
+        raise DataError(f"{path}: expected arrays x_train and x_test (or a single x), found {found}")
+    return Dataset(str(path), x_train, x_test, y_train, y_test)
+
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (optionally gzipped), checked against its own header."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read IDX file ({type(exc).__name__}: {exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: IDX header announces shape {shape} ({expected} bytes) but the file holds "
+            f"{len(raw) - header} bytes of data (truncated or corrupt)"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (stem, stem + ".gz"):
+        if (directory / candidate).is_file():
+            return directory / candidate
+    # Some mirrors use a dot before "idx" (train-images.idx3-ubyte).
+    for candidate in sorted(directory.glob(stem.replace("-idx", ".idx") + "*")):
+        return candidate
+    return None
+
+
+def load_idx_dir(directory: Path) -> Dataset:
+    """A folder holding MNIST-style ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``."""
+    files = {
+        "x_train": _find_idx(directory, "train-images-idx3-ubyte"),
+        "x_test": _find_idx(directory, "t10k-images-idx3-ubyte"),
+        "y_train": _find_idx(directory, "train-labels-idx1-ubyte"),
+        "y_test": _find_idx(directory, "t10k-labels-idx1-ubyte"),
+    }
+    for key in ("x_train", "x_test"):
+        if files[key] is None:
+            wanted = "train-images-idx3-ubyte" if key == "x_train" else "t10k-images-idx3-ubyte"
+            raise DataError(f"{directory}: no {wanted}[.gz] in this directory (expected MNIST IDX files)")
+    x_train = to_images(read_idx(files["x_train"]), str(files["x_train"]))
+    x_test = to_images(read_idx(files["x_test"]), str(files["x_test"]))
+    y_train = y_test = None
+    if files["y_train"] is not None and files["y_test"] is not None:
+        y_train = to_labels(read_idx(files["y_train"]), x_train.shape[0], str(files["y_train"]))
+        y_test = to_labels(read_idx(files["y_test"]), x_test.shape[0], str(files["y_test"]))
+    return Dataset(str(directory), x_train, x_test, y_train, y_test)
+
+
+def looks_like_path(spec: str) -> bool:
+    return "/" in spec or spec.endswith(".npz") or Path(spec).exists()
+
+
+def load_path(spec: str) -> Dataset:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"{spec}: no such file or directory")
+    if path.is_dir():
+        return load_idx_dir(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    raise DataError(f"{spec}: unsupported data file; use a .npz archive or a directory of MNIST IDX files")

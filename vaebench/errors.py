@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+
+class VaebenchError(Exception):
+    """An input or environment problem the user can fix; the message says what and how."""
+
+
+class PluginError(VaebenchError):
+    """A plugin failed to load or register, or two plugins claim the same name."""
+
+
+class DataError(VaebenchError):
+    """A dataset could not be read or is not usable."""
+
+
+class ConfigError(VaebenchError):
+    """A setting is invalid or names something that does not exist."""

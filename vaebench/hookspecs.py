@@ -1,0 +1,80 @@
+"""The plugin contract: one hook per kind of component, each handed a ``register`` callback.
+
+Third-party distributions expose a module (or object) through the entry-point group
+``vaebench`` and implement any of these hooks with ``@vaebench.hookimpl``. Each hook is
+called once per plugin with ``register(name, factory)``; the core records which
+distribution every name came from, so ``vaebench plugins`` can show it and duplicate
+names can be reported with both owners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "vaebench"
+ENTRY_POINT_GROUP = "vaebench"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[str, Callable[..., Any]], None]
+
+
+@hookspec
+def vaebench_register_encoders(register: Register) -> None:
+    """Register encoder families.
+
+    ``factory(input_shape: tuple[int, ...], latent_dim: int) -> torch.nn.Module``. The module
+    maps a batch ``(B, *input_shape)`` to ``(mu, logvar)``, each of shape ``(B, latent_dim)``:
+    the mean and log-variance of the diagonal Gaussian posterior q(z|x).
+    """
+
+
+@hookspec
+def vaebench_register_decoders(register: Register) -> None:
+    """Register decoder families.
+
+    ``factory(input_shape: tuple[int, ...], latent_dim: int) -> torch.nn.Module``. The module
+    maps ``(B, latent_dim)`` to the likelihood's parameters of shape ``(B, *input_shape)``
+    (logits for Bernoulli, means for Gaussian). A ``--plugins NAME`` selects the encoder and
+    the decoder registered under the same NAME.
+    """
+
+
+@hookspec
+def vaebench_register_priors(register: Register) -> None:
+    """Register priors p(z).
+
+    ``factory(latent_dim: int, **context) -> prior``. The prior offers ``log_prob(z) -> (B,)``
+    (summed over latent dimensions) and ``sample(n) -> (n, latent_dim)``, in the manner of
+    ``torch.distributions``. Make it a ``torch.nn.Module`` when it has learnable parameters:
+    they are trained with the model. ``context`` carries ``input_shape`` and ``encoder`` (what
+    a VampPrior needs); accept ``**context`` and ignore what you do not use.
+
+    Optional: ``standard_normal = True`` when the prior is exactly N(0, I), so the fused
+    reparameterization + KL kernel gives the closed-form KL; or ``kl(mu, logvar) -> (B,)`` for
+    another closed form. Otherwise the KL is the Monte Carlo estimate log q(z|x) - log p(z).
+    """
+
+
+@hookspec
+def vaebench_register_datasets(register: Register) -> None:
+    """Register datasets by name.
+
+    ``factory(seed: int, **options) -> vaebench.data.Dataset``. ``options`` are the
+    ``--dataset-option KEY=VALUE`` flags (values parsed as int, float or string); raise
+    ``vaebench.errors.DataError`` with a one-line message for bad options or data.
+    """
+
+
+@hookspec
+def vaebench_register_likelihoods(register: Register) -> None:
+    """Register observation models p(x|z).
+
+    ``factory(input_shape: tuple[int, ...]) -> likelihood``: an object (an ``nn.Module`` when
+    it has learnable parameters) with ``log_prob(params, x) -> (B,)`` summed over all data
+    dimensions, in nats, and ``mean(params) -> (B, *input_shape)`` for reconstructions.
+    """

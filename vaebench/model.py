@@ -1,0 +1,81 @@
+"""A VAE assembled from an encoder, a decoder, a prior and a likelihood (all plugins)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vaebench.kernels import reparameterize_kl
+
+
+@dataclass
+class LossTerms:
+    """Per-example terms of the negative ELBO, in nats: ``recon + kl``."""
+
+    recon: torch.Tensor  # -log p(x|z), (B,)
+    kl: torch.Tensor  # KL(q(z|x) || p(z)), closed form or one-sample Monte Carlo, (B,)
+    mu: torch.Tensor  # posterior mean, (B, D)
+    logvar: torch.Tensor  # posterior log-variance, (B, D)
+
+    @property
+    def neg_elbo(self) -> torch.Tensor:
+        return self.recon + self.kl
+
+
+class VAE(nn.Module):
+    """``-ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z))`` with q a diagonal Gaussian.
+
+    The KL is the fused kernel's closed form when the prior is N(0, I), the prior's own
+    ``kl(mu, logvar)`` when it has one, else the Monte Carlo estimate log q(z|x) - log p(z).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: object,
+        likelihood: object,
+        *,
+        latent_dim: int,
+        kernel_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.prior = prior  # registered as a submodule when it is one (learnable priors train too)
+        self.latent_dim = latent_dim
+        self.kernel_backend = kernel_backend
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x)
+        if mu.shape != (x.shape[0], self.latent_dim) or logvar.shape != mu.shape:
+            raise RuntimeError(
+                f"encoder returned mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)}; "
+                f"expected ({x.shape[0]}, {self.latent_dim}) each"
+            )
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def kl_term(self, mu, logvar, z, fused_kl, log_q) -> torch.Tensor:
+        if getattr(self.prior, "standard_normal", False):
+            return fused_kl
+        closed_form = getattr(self.prior, "kl", None)
+        if callable(closed_form):
+            return closed_form(mu, logvar)
+        return log_q - self.prior.log_prob(z)
+
+    def loss_terms(self, x: torch.Tensor) -> LossTerms:
+        mu, logvar = self.encode(x)
+        z, fused_kl, log_q = reparameterize_kl(mu, logvar, backend=self.kernel_backend, return_log_q=True)
+        recon = -self.likelihood.log_prob(self.decode(z), x)
+        kl = self.kl_term(mu, logvar, z, fused_kl, log_q)
+        return LossTerms(recon=recon, kl=kl, mu=mu, logvar=logvar)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean negative ELBO over the batch: the training loss."""
+        return self.loss_terms(x).neg_elbo.mean()

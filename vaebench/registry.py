@@ -1,0 +1,201 @@
+"""Plugin discovery: built-ins first, then every entry point in the group ``vaebench``.
+
+Each plugin's hooks are called one plugin at a time, so every registration is attributed to
+its owner and a broken plugin is dropped as a whole (its partial registrations discarded)
+without taking the others down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from vaebench import hookspecs
+from vaebench.errors import ConfigError, PluginError
+
+BUILTIN_MODULES: tuple[str, ...] = (
+    "vaebench.plugins.mlp",
+    "vaebench.plugins.conv",
+    "vaebench.plugins.priors",
+    "vaebench.plugins.datasets",
+    "vaebench.plugins.likelihoods",
+)
+
+KINDS: dict[str, str] = {
+    "encoder": "vaebench_register_encoders",
+    "decoder": "vaebench_register_decoders",
+    "prior": "vaebench_register_priors",
+    "dataset": "vaebench_register_datasets",
+    "likelihood": "vaebench_register_likelihoods",
+}
+
+STRICT_ENV = "VAEBENCH_STRICT_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Where a component came from: the distribution, its version and the plugin object's name."""
+
+    distribution: str
+    version: str
+    plugin: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version} ({self.plugin})"
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    owner: Owner
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("vaebench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Registry:
+    """All components known to this process, by kind and name."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self.warnings: list[str] = []
+
+    # -- loading -------------------------------------------------------------------------
+    def add_plugin(self, plugin: object, owner: Owner) -> None:
+        """Register one plugin object and collect its components; all or nothing."""
+        try:
+            self.pm.register(plugin, name=owner.plugin)
+            staged = self._collect(plugin, owner)
+        except Exception as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            self._fail(owner, exc)
+            return
+        for component in staged:
+            existing = self.components[component.kind].get(component.name)
+            if existing is not None:
+                self.pm.unregister(plugin)
+                raise PluginError(
+                    f"{component.kind} '{component.name}' is registered twice: by {existing.owner} "
+                    f"and by {owner}; uninstall or rename one of them"
+                )
+        for component in staged:
+            self.components[component.kind][component.name] = component
+
+    def _collect(self, plugin: object, owner: Owner) -> list[Component]:
+        staged: list[Component] = []
+        seen: set[tuple[str, str]] = set()
+        for kind, hook_name in KINDS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+
+                def register(name: str, factory: Callable[..., Any], _kind: str = kind) -> None:
+                    if not isinstance(name, str) or not name or "," in name:
+                        raise ValueError(f"invalid {_kind} name {name!r}: use a non-empty string without commas")
+                    if not callable(factory):
+                        raise TypeError(f"{_kind} '{name}': factory {factory!r} is not callable")
+                    if (_kind, name) in seen:
+                        raise ValueError(f"{_kind} '{name}' registered twice by the same plugin")
+                    seen.add((_kind, name))
+                    staged.append(Component(_kind, name, factory, owner))
+
+                impl.function(register=register)
+        return staged
+
+    def _fail(self, owner: Owner, exc: BaseException) -> None:
+        line = (
+            f"plugin '{owner.plugin}' from {owner.distribution} {owner.version} failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ).replace("\n", " ")
+        if _strict():
+            raise PluginError(line + f" ({STRICT_ENV} is set)") from exc
+        self.warnings.append(line + f"; skipped (set {STRICT_ENV}=1 to make this fatal)")
+
+    def load_builtins(self) -> None:
+        version = _own_version()
+        for module_name in BUILTIN_MODULES:
+            module = importlib.import_module(module_name)
+            self.add_plugin(module, Owner("vaebench", version, module_name))
+
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
+        if entry_points is None:
+            entry_points = metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+        seen: set[tuple[str, str]] = set()
+        for ep in entry_points:
+            dist = getattr(ep, "dist", None)
+            owner = Owner(
+                dist.name if dist is not None else "<unknown distribution>",
+                dist.version if dist is not None else "?",
+                ep.name,
+            )
+            # The same distribution can be visible twice on sys.path (e.g. editable + site).
+            key = (owner.distribution, ep.value)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self._fail(owner, exc)
+                continue
+            self.add_plugin(plugin, owner)
+
+    # -- lookup --------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def get(self, kind: str, name: str) -> Component:
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            available = ", ".join(self.names(kind)) or "none"
+            raise ConfigError(f"unknown {kind} '{name}'; available: {available}") from None
+
+    def families(self) -> list[str]:
+        """Names usable with ``--plugins``: those with both an encoder and a decoder."""
+        return sorted(set(self.components["encoder"]) & set(self.components["decoder"]))
+
+    def rows(self) -> list[dict[str, str]]:
+        return [
+            {
+                "kind": c.kind,
+                "name": c.name,
+                "distribution": c.owner.distribution,
+                "version": c.owner.version,
+                "plugin": c.owner.plugin,
+            }
+            for kind in KINDS
+            for c in sorted(self.components[kind].values(), key=lambda c: c.name)
+        ]
+
+
+def load_registry(*, entry_points: bool = True) -> Registry:
+    """Built-ins, then third-party entry points; warnings are printed once, on stderr."""
+    registry = Registry()
+    registry.load_builtins()
+    if entry_points:
+        registry.load_entry_points()
+    for line in registry.warnings:
+        print(f"vaebench: warning: {line}", file=sys.stderr)
+    return registry

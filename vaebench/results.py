@@ -1,0 +1,144 @@
+"""Result rows and the run directory: atomic writes and the environment a run happened in.
+
+The column names in ``RESULT_COLUMNS`` are the contract that scripts, reports and
+comparisons read; further columns follow them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "plugin",
+    "prior",
+    "dataset",
+    "latent_dim",
+    "epochs",
+    "seed",
+    "device",
+    "kernel_backend",
+    "neg_elbo",
+    "recon_nll",
+    "kl",
+    "iw_nll",
+    "iw_samples",
+    "elbo_gap",
+    "active_units",
+    "probe_accuracy",
+    "train_samples_per_s",
+    "encode_samples_per_s",
+    "decode_samples_per_s",
+    "status",
+)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for sharing
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(payload), indent=2, sort_keys=False) + "\n")
+
+
+def ordered_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame.reindex(columns=[*RESULT_COLUMNS, *extra])
+
+
+def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """``results.csv`` and ``results.json``, rewritten whole after each model finishes."""
+    frame = ordered_frame(rows)
+    flat = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+    atomic_write_text(out_dir / "results.csv", flat.to_csv(index=False))
+    records = [{key: row.get(key) for key in frame.columns} for row in rows]
+    write_json(out_dir / "results.json", records)
+
+
+def read_results(out_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(out_dir / "results.csv")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    source = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions and hardware, so every figure can be traced to the machine that made it."""
+    try:
+        import triton
+
+        triton_version: str | None = triton.__version__
+    except Exception:
+        triton_version = None
+    from vaebench import __version__
+
+    info: dict[str, Any] = {
+        "vaebench": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+    }
+    return info

@@ -1,0 +1,191 @@
+"""Run every (plugin, prior) combination: build, train, evaluate, time, and save each row.
+
+Rows are written to disk as soon as each model finishes, so an interrupted or partly failed
+run keeps everything already computed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from vaebench import metrics
+from vaebench.config import RunConfig
+from vaebench.data import Dataset, load_path, looks_like_path
+from vaebench.errors import DataError
+from vaebench.kernels import resolve_backend
+from vaebench.model import VAE
+from vaebench.registry import Registry
+from vaebench.results import environment, write_json, write_results
+from vaebench.timing import measure_model, measure_reparam_kl
+from vaebench.train import train
+
+MAX_TIMING_BATCH = 256
+
+
+class Reporter(Protocol):
+    """What the runner tells the user interface; the CLI draws progress bars from it."""
+
+    def training(self, label: str, total_steps: int) -> AbstractContextManager[Any]: ...
+
+    def step(self) -> None: ...
+
+    def finished(self, row: dict[str, Any]) -> None: ...
+
+
+class SilentReporter:
+    def training(self, label: str, total_steps: int) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def step(self) -> None:
+        pass
+
+    def finished(self, row: dict[str, Any]) -> None:
+        pass
+
+
+def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
+    if looks_like_path(config.dataset):
+        if config.dataset_options:
+            raise DataError("--dataset-option applies to named datasets, not to files")
+        return load_path(config.dataset)
+    factory = registry.get("dataset", config.dataset).factory
+    try:
+        dataset = factory(seed=config.seed, **config.dataset_options)
+    except TypeError as exc:
+        raise DataError(f"dataset '{config.dataset}' rejected its options: {exc}") from None
+    if not isinstance(dataset, Dataset):
+        raise DataError(f"dataset '{config.dataset}' returned {type(dataset).__name__}, not vaebench.data.Dataset")
+    return dataset
+
+
+def choose_likelihood(requested: str, dataset: Dataset) -> str:
+    """Bernoulli for binary or [0, 1] data, Gaussian otherwise, unless the user chose."""
+    if requested != "auto":
+        return requested
+    return "bernoulli" if dataset.unit_interval else "gaussian"
+
+
+def build_model(
+    registry: Registry, plugin: str, prior: str, likelihood: str, dataset: Dataset, config: RunConfig
+) -> VAE:
+    shape, latent = dataset.input_shape, config.latent_dim
+    encoder = registry.get("encoder", plugin).factory(shape, latent)
+    decoder = registry.get("decoder", plugin).factory(shape, latent)
+    prior_obj = registry.get("prior", prior).factory(latent, input_shape=shape, encoder=encoder)
+    likelihood_obj = registry.get("likelihood", likelihood).factory(shape)
+    return VAE(encoder, decoder, prior_obj, likelihood_obj, latent_dim=latent, kernel_backend=config.kernel)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
+def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> list[dict[str, Any]]:
+    """Train and measure every model of a resolved ``config``; returns the result rows."""
+    reporter = reporter or SilentReporter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config.to_dict())
+    write_json(out / "environment.json", environment(config.device))
+
+    dataset = load_dataset(config, registry)
+    likelihood = choose_likelihood(config.likelihood, dataset)
+    device = torch.device(config.device)
+    kernel_backend = resolve_backend(config.kernel, device)
+    x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
+    timing_batch = x_train[: min(config.batch_size, MAX_TIMING_BATCH)]
+    steps = config.epochs * math.ceil(x_train.shape[0] / config.batch_size)
+
+    reparam = measure_reparam_kl(
+        kernel_backend, rows=timing_batch.shape[0], latent_dim=config.latent_dim,
+        device=device, min_run_time=config.timing_min_time,
+    )
+
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, float]]] = {}
+    for plugin, prior in itertools.product(config.plugins, config.priors):
+        row: dict[str, Any] = {
+            "plugin": plugin,
+            "prior": prior,
+            "dataset": dataset.name,
+            "latent_dim": config.latent_dim,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "device": config.device,
+            "kernel_backend": kernel_backend,
+            "iw_samples": config.iw_samples,
+            "likelihood": likelihood,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "n_train": x_train.shape[0],
+            "n_test": x_test.shape[0],
+        }
+        label = f"{plugin}/{prior}"
+        try:
+            torch.manual_seed(config.seed)
+            model = build_model(registry, plugin, prior, likelihood, dataset, config).to(device)
+            row["parameters"] = sum(p.numel() for p in model.parameters())
+            model.eval()
+            row["neg_elbo_untrained"] = metrics.elbo_terms(model, x_test)["neg_elbo"]
+            with reporter.training(label, steps):
+                outcome = train(
+                    model, x_train, epochs=config.epochs, batch_size=config.batch_size,
+                    lr=config.lr, seed=config.seed, on_step=reporter.step,
+                )
+            histories[label] = outcome.history
+            row["train_seconds"] = outcome.seconds
+            row["status"] = outcome.status
+            if not outcome.diverged:
+                row.update(evaluate(model, dataset, x_train, x_test, config))
+                row.update(throughput(model, timing_batch, config))
+                row["reparam_kl_samples_per_s"] = reparam.samples_per_s
+                row["reparam_kl_spread"] = reparam.relative_spread
+        except Exception as exc:  # a broken plugin or model fails alone; the others run
+            row["status"] = f"failed: {_one_line(exc)}"
+        rows.append(row)
+        write_results(out, rows)
+        write_json(out / "history.json", histories)
+        reporter.finished(row)
+    return rows
+
+
+def evaluate(
+    model: VAE, dataset: Dataset, x_train: torch.Tensor, x_test: torch.Tensor, config: RunConfig
+) -> dict[str, Any]:
+    model.eval()
+    torch.manual_seed(config.seed + 1)
+    terms = metrics.elbo_terms(model, x_test)
+    iw = metrics.iw_nll(model, x_test, config.iw_samples)
+    test_means = metrics.posterior_means(model, x_test)
+    result: dict[str, Any] = {
+        "neg_elbo": terms["neg_elbo"],
+        "recon_nll": terms["recon_nll"],
+        "kl": terms["kl"],
+        "iw_nll": iw,
+        "elbo_gap": terms["neg_elbo"] - iw,
+        "active_units": metrics.active_units(test_means),
+        "probe_accuracy": float("nan"),
+        "kl_per_dim": terms["kl_per_dim"],
+    }
+    if dataset.has_labels:
+        train_means = metrics.posterior_means(model, x_train)
+        result["probe_accuracy"] = metrics.probe_accuracy(
+            train_means, dataset.y_train, test_means, dataset.y_test
+        )
+    return result
+
+
+def throughput(model: VAE, batch: torch.Tensor, config: RunConfig) -> dict[str, Any]:
+    timings = measure_model(model, batch, lr=config.lr, min_run_time=config.timing_min_time)
+    result: dict[str, Any] = {"timing_batch_size": batch.shape[0]}
+    for name, timing in timings.items():
+        result[f"{name}_samples_per_s"] = timing.samples_per_s
+        result[f"{name}_spread"] = timing.relative_spread
+        result[f"{name}_timed_runs"] = timing.runs
+    return result

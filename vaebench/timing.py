@@ -1,0 +1,102 @@
+"""Throughput measurement: warm up, synchronize, repeat, report the median and spread.
+
+Built on ``torch.utils.benchmark.Timer``, which synchronizes the accelerator around every
+timed block and picks a block size that makes the timer's own overhead negligible.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils import benchmark
+
+from vaebench.kernels import reparameterize_kl
+from vaebench.model import VAE
+
+WARMUP_CALLS = 3
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of a batch of ``batch_size`` examples, over ``runs`` timed blocks."""
+
+    median_s: float
+    iqr_s: float
+    runs: int
+    batch_size: int
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.batch_size / self.median_s
+
+    @property
+    def relative_spread(self) -> float:
+        """Inter-quartile range over median: 0.05 means the middle half of runs lie within 5%."""
+        return self.iqr_s / self.median_s
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], *, batch_size: int, device: torch.device, min_run_time: float) -> Timing:
+    for _ in range(WARMUP_CALLS):
+        fn()
+    synchronize(device)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    return Timing(measurement.median, measurement.iqr, len(measurement.times), batch_size)
+
+
+def measure_model(
+    model: VAE, batch: torch.Tensor, *, lr: float, min_run_time: float
+) -> dict[str, Timing]:
+    """Training step (forward, backward, Adam step), encode and decode throughput on ``batch``.
+
+    The training step runs on a deep copy so that timing never changes the evaluated model.
+    """
+    device = batch.device
+    scratch = copy.deepcopy(model).train()
+    optimizer = torch.optim.Adam(scratch.parameters(), lr=lr)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scratch(batch).backward()
+        optimizer.step()
+
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(batch)[0].detach()
+
+    def encode() -> None:
+        with torch.no_grad():
+            model.encode(batch)
+
+    def decode() -> None:
+        with torch.no_grad():
+            model.decode(z)
+
+    n = batch.shape[0]
+    return {
+        "train": time_call(train_step, batch_size=n, device=device, min_run_time=min_run_time),
+        "encode": time_call(encode, batch_size=n, device=device, min_run_time=min_run_time),
+        "decode": time_call(decode, batch_size=n, device=device, min_run_time=min_run_time),
+    }
+
+
+def measure_reparam_kl(
+    backend: str, *, rows: int, latent_dim: int, device: torch.device, min_run_time: float
+) -> Timing:
+    """Forward + backward of ``reparameterize_kl`` alone at the run's batch and latent size."""
+    mu = torch.randn(rows, latent_dim, device=device, requires_grad=True)
+    logvar = torch.randn(rows, latent_dim, device=device).mul_(0.5).requires_grad_()
+
+    def step() -> None:
+        z, kl = reparameterize_kl(mu, logvar, backend=backend)
+        (z.sum() + kl.sum()).backward()
+
+    return time_call(step, batch_size=rows, device=device, min_run_time=min_run_time)

@@ -1,0 +1,70 @@
+"""The training loop: Adam on the mean negative ELBO, stopping a model the step it diverges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from vaebench.model import VAE
+
+
+@dataclass
+class TrainOutcome:
+    """What training produced: per-epoch train-set means, the number of steps, a status."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    status: str = "ok"
+    seconds: float = 0.0
+
+    @property
+    def diverged(self) -> bool:
+        return self.status != "ok"
+
+
+def train(
+    model: VAE,
+    x_train: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    on_step: Callable[[], None] | None = None,
+) -> TrainOutcome:
+    """Train in place. A NaN or infinite loss stops this model with ``diverged at step N``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order_rng = torch.Generator().manual_seed(seed)
+    outcome = TrainOutcome()
+    started = time.perf_counter()
+    n = x_train.shape[0]
+    model.train()
+    for epoch in range(1, epochs + 1):
+        sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
+        seen = 0
+        order = torch.randperm(n, generator=order_rng).to(x_train.device)
+        for start in range(0, n, batch_size):
+            xb = x_train[order[start : start + batch_size]]
+            terms = model.loss_terms(xb)
+            loss = terms.neg_elbo.mean()
+            outcome.steps += 1
+            if not torch.isfinite(loss):
+                outcome.status = f"diverged at step {outcome.steps}"
+                outcome.seconds = time.perf_counter() - started
+                return outcome
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            b = xb.shape[0]
+            seen += b
+            sums["neg_elbo"] += loss.item() * b
+            sums["recon"] += terms.recon.detach().mean().item() * b
+            sums["kl"] += terms.kl.detach().mean().item() * b
+            if on_step is not None:
+                on_step()
+        outcome.history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()}})
+    outcome.seconds = time.perf_counter() - started
+    return outcome
