@@ -40,7 +40,9 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         return "triton" if device.type == "cuda" and triton_available() else "torch"
     if backend == "triton":
         if not triton_available():
-            raise ValueError("kernel backend 'triton' needs the triton package (pip install triton, Linux only)")
+            raise ValueError(
+                "kernel backend 'triton' needs the triton package (pip install triton, Linux only)"
+            )
         if device.type != "cuda" and not triton_interpreting():
             raise ValueError(
                 f"kernel backend 'triton' needs CUDA tensors (got {device.type}); "
@@ -82,7 +84,9 @@ def reparameterize_kl(
     Differentiable in ``mu`` and ``logvar``.
     """
     if mu.shape != logvar.shape or mu.ndim != 2:
-        raise ValueError(f"mu and logvar must both be (N, D); got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+        raise ValueError(
+            f"mu and logvar must both be (N, D); got {tuple(mu.shape)} and {tuple(logvar.shape)}"
+        )
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     z_shape = tuple(mu.shape) if samples == 1 else (samples, *mu.shape)
@@ -92,7 +96,9 @@ def reparameterize_kl(
     if concrete == "triton":
         from vaebench.kernels.reparam_kl import reparameterize_kl_triton
 
-        return reparameterize_kl_triton(mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q)
+        return reparameterize_kl_triton(
+            mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q
+        )
     if eps is None:
         eps = _draw_noise(z_shape, mu, seed)
     fn = _compiled_reference() if concrete == "compile" else reparameterize_kl_reference

@@ -37,14 +37,24 @@ def digits(seed: int = 0) -> Dataset:
 
 
 def synthetic(
-    seed: int = 0, n_train: int = 512, n_test: int = 128, side: int = 8, classes: int = 4, binary: int = 0
+    seed: int = 0,
+    n_train: int = 512,
+    n_test: int = 128,
+    side: int = 8,
+    classes: int = 4,
+    binary: int = 0,
 ) -> Dataset:
     """Blobs whose position encodes a class: fast, labelled, learnable, any size.
 
     Each class puts a Gaussian bump at its own point on a circle; examples jitter the
     position and width and add noise. ``binary=1`` thresholds the images to 0/1.
     """
-    for key, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("side", side, 2), ("classes", classes, 1)):
+    for key, value, low in (
+        ("n_train", n_train, 1),
+        ("n_test", n_test, 1),
+        ("side", side, 2),
+        ("classes", classes, 1),
+    ):
         if not isinstance(value, int) or value < low:
             raise DataError(f"synthetic: option {key} must be an integer >= {low}, got {value!r}")
     rng = np.random.default_rng(seed)

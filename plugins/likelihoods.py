@@ -25,7 +25,9 @@ class Bernoulli(nn.Module):
 
     def log_prob(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        return -_sum_over_data(F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none"))
+        return -_sum_over_data(
+            F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        )
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

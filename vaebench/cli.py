@@ -64,21 +64,66 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vaebench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="train, evaluate and time VAEs", description="Train, evaluate and time every plugin x prior combination.")
-    run.add_argument("--plugins", type=_name_list, default=defaults.plugins, help="encoder/decoder families, comma-separated (default: %(default)s)")
-    run.add_argument("--prior", dest="priors", type=_name_list, default=defaults.priors, help="priors, comma-separated (default: normal)")
-    run.add_argument("--dataset", default=defaults.dataset, help="a registered dataset name, a .npz file or a folder of MNIST IDX files (default: %(default)s)")
-    run.add_argument("--dataset-option", "-D", action="append", default=[], metavar="KEY=VALUE", help="option passed to a named dataset, e.g. -D n_train=256 for synthetic")
-    run.add_argument("--likelihood", default=defaults.likelihood, help="observation model; auto = bernoulli for [0, 1] data, gaussian otherwise")
+    run = commands.add_parser(
+        "run",
+        help="train, evaluate and time VAEs",
+        description="Train, evaluate and time every plugin x prior combination.",
+    )
+    run.add_argument(
+        "--plugins",
+        type=_name_list,
+        default=defaults.plugins,
+        help="encoder/decoder families, comma-separated (default: %(default)s)",
+    )
+    run.add_argument(
+        "--prior",
+        dest="priors",
+        type=_name_list,
+        default=defaults.priors,
+        help="priors, comma-separated (default: normal)",
+    )
+    run.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        help="a registered dataset name, a .npz file or a folder of MNIST IDX files (default: %(default)s)",
+    )
+    run.add_argument(
+        "--dataset-option",
+        "-D",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option passed to a named dataset, e.g. -D n_train=256 for synthetic",
+    )
+    run.add_argument(
+        "--likelihood",
+        default=defaults.likelihood,
+        help="observation model; auto = bernoulli for [0, 1] data, gaussian otherwise",
+    )
     run.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim)
     run.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     run.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
     run.add_argument("--lr", type=_positive_float, default=defaults.lr)
     run.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device)
-    run.add_argument("--kernel", choices=BACKENDS, default=defaults.kernel, help="reparameterization + KL backend (default: %(default)s)")
-    run.add_argument("--iw-samples", type=_positive_int, default=defaults.iw_samples, help="K for the importance-weighted NLL (default: %(default)s)")
-    run.add_argument("--timing-min-time", type=_positive_float, default=defaults.timing_min_time, help="seconds of timed repeats per throughput figure (default: %(default)s)")
+    run.add_argument(
+        "--kernel",
+        choices=BACKENDS,
+        default=defaults.kernel,
+        help="reparameterization + KL backend (default: %(default)s)",
+    )
+    run.add_argument(
+        "--iw-samples",
+        type=_positive_int,
+        default=defaults.iw_samples,
+        help="K for the importance-weighted NLL (default: %(default)s)",
+    )
+    run.add_argument(
+        "--timing-min-time",
+        type=_positive_float,
+        default=defaults.timing_min_time,
+        help="seconds of timed repeats per throughput figure (default: %(default)s)",
+    )
     run.add_argument("--out", default=None, help="output folder (default: a new runs/<timestamp>)")
     run.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
 
@@ -94,18 +139,39 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     registry = load_registry()
     config = RunConfig(
-        plugins=args.plugins, priors=args.priors, dataset=args.dataset,
-        dataset_options=parse_options(args.dataset_option), likelihood=args.likelihood,
-        latent_dim=args.latent_dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, device=args.device, kernel=args.kernel, iw_samples=args.iw_samples,
-        timing_min_time=args.timing_min_time, out=args.out, quiet=args.quiet,
+        plugins=args.plugins,
+        priors=args.priors,
+        dataset=args.dataset,
+        dataset_options=parse_options(args.dataset_option),
+        likelihood=args.likelihood,
+        latent_dim=args.latent_dim,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        kernel=args.kernel,
+        iw_samples=args.iw_samples,
+        timing_min_time=args.timing_min_time,
+        out=args.out,
+        quiet=args.quiet,
     ).resolve(registry)
     rows = run(config, registry, RichReporter(console, quiet=config.quiet))
     if not config.quiet and rows:
         first = rows[0]
         out = Console(width=None if sys.stdout.isatty() else 160)
-        out.print(quality_table(rows, f"Quality on {first['dataset']} test split (nats per example, likelihood {first['likelihood']}, K={config.iw_samples})"))
-        out.print(throughput_table(rows, f"Throughput on {config.device} ({first.get('timing_batch_size', '?')} examples per call, median of repeats, kernel {first['kernel_backend']})"))
+        out.print(
+            quality_table(
+                rows,
+                f"Quality on {first['dataset']} test split (nats per example, likelihood {first['likelihood']}, K={config.iw_samples})",
+            )
+        )
+        out.print(
+            throughput_table(
+                rows,
+                f"Throughput on {config.device} ({first.get('timing_batch_size', '?')} examples per call, median of repeats, kernel {first['kernel_backend']})",
+            )
+        )
         out.print(f"results: {Path(config.out) / 'results.csv'}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 

@@ -59,7 +59,9 @@ class RunConfig:
         if not looks_like_path(self.dataset):
             registry.get("dataset", self.dataset)
         if self.kernel not in BACKENDS:
-            raise ConfigError(f"unknown kernel backend '{self.kernel}'; available: {', '.join(BACKENDS)}")
+            raise ConfigError(
+                f"unknown kernel backend '{self.kernel}'; available: {', '.join(BACKENDS)}"
+            )
         device = resolve_device(self.device)
         out = self.out or default_out_dir()
         return dataclasses.replace(self, device=device, out=str(out))
@@ -68,10 +70,14 @@ class RunConfig:
 def check_positive(config: RunConfig) -> None:
     for name in ("latent_dim", "epochs", "batch_size", "iw_samples"):
         if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
+            )
     for name in ("lr", "timing_min_time"):
         if not getattr(config, name) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
+            )
     if not config.plugins:
         raise ConfigError("--plugins needs at least one name")
     if not config.priors:

@@ -42,11 +42,18 @@ class RichReporter:
             yield
             return
         progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.console, transient=True,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
         )
         with progress:
-            self._progress, self._task = progress, progress.add_task(f"training {label}", total=total_steps)
+            self._progress, self._task = (
+                progress,
+                progress.add_task(f"training {label}", total=total_steps),
+            )
             try:
                 yield
             finally:
@@ -63,27 +70,58 @@ class RichReporter:
 
 def quality_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for header in ("model", "prior", "status", "-ELBO", "recon", "KL", "IW-NLL", "gap", "AU", "probe acc", "untrained -ELBO"):
-        table.add_column(header, justify="left" if header in {"model", "prior", "status"} else "right")
+    for header in (
+        "model",
+        "prior",
+        "status",
+        "-ELBO",
+        "recon",
+        "KL",
+        "IW-NLL",
+        "gap",
+        "AU",
+        "probe acc",
+        "untrained -ELBO",
+    ):
+        table.add_column(
+            header, justify="left" if header in {"model", "prior", "status"} else "right"
+        )
     for row in rows:
         au = row.get("active_units")
         table.add_row(
-            row["plugin"], row["prior"], row["status"],
-            _num(row.get("neg_elbo")), _num(row.get("recon_nll")), _num(row.get("kl")),
-            _num(row.get("iw_nll")), _num(row.get("elbo_gap")),
+            row["plugin"],
+            row["prior"],
+            row["status"],
+            _num(row.get("neg_elbo")),
+            _num(row.get("recon_nll")),
+            _num(row.get("kl")),
+            _num(row.get("iw_nll")),
+            _num(row.get("elbo_gap")),
             "–" if au is None else f"{au}/{row['latent_dim']}",
-            _num(row.get("probe_accuracy"), ".3f"), _num(row.get("neg_elbo_untrained")),
+            _num(row.get("probe_accuracy"), ".3f"),
+            _num(row.get("neg_elbo_untrained")),
         )
     return table
 
 
 def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for header in ("model", "prior", "train samples/s", "encode samples/s", "decode samples/s", "reparam+KL samples/s"):
+    for header in (
+        "model",
+        "prior",
+        "train samples/s",
+        "encode samples/s",
+        "decode samples/s",
+        "reparam+KL samples/s",
+    ):
         table.add_column(header, justify="left" if header in {"model", "prior"} else "right")
     for row in rows:
         table.add_row(
-            row["plugin"], row["prior"], _rate(row, "train"), _rate(row, "encode"),
-            _rate(row, "decode"), _rate(row, "reparam_kl"),
+            row["plugin"],
+            row["prior"],
+            _rate(row, "train"),
+            _rate(row, "encode"),
+            _rate(row, "decode"),
+            _rate(row, "reparam_kl"),
         )
     return table

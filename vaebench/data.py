@@ -39,7 +39,9 @@ class Dataset:
         for split in ("x_train", "x_test"):
             x = getattr(self, split)
             if x.ndim < 2 or x.shape[0] == 0:
-                raise DataError(f"{self.name}: {split} must hold at least one example, got shape {tuple(x.shape)}")
+                raise DataError(
+                    f"{self.name}: {split} must hold at least one example, got shape {tuple(x.shape)}"
+                )
             if not torch.isfinite(x).all():
                 raise DataError(f"{self.name}: {split} contains NaN or infinite values")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
@@ -50,7 +52,9 @@ class Dataset:
         for xs, ys in (("x_train", "y_train"), ("x_test", "y_test")):
             y = getattr(self, ys)
             if y is not None and y.shape[0] != getattr(self, xs).shape[0]:
-                raise DataError(f"{self.name}: {ys} has {y.shape[0]} labels for {getattr(self, xs).shape[0]} examples")
+                raise DataError(
+                    f"{self.name}: {ys} has {y.shape[0]} labels for {getattr(self, xs).shape[0]} examples"
+                )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -80,7 +84,9 @@ def to_images(x: np.ndarray, source: str) -> torch.Tensor:
     if x.ndim == 3:  # (N, H, W): grey images
         x = x[:, None, :, :]
     elif x.ndim not in (2, 4):
-        raise DataError(f"{source}: expected images of shape (N, H, W), (N, C, H, W) or (N, D), got {x.shape}")
+        raise DataError(
+            f"{source}: expected images of shape (N, H, W), (N, C, H, W) or (N, D), got {x.shape}"
+        )
     if x.shape[0] == 0:
         raise DataError(f"{source}: holds no examples")
     if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
@@ -103,14 +109,20 @@ def to_labels(y: np.ndarray | None, n: int, source: str) -> torch.Tensor | None:
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
         raise DataError(f"{source}: expected {n} labels in a 1-D array, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"{source}: labels must be integers, got dtype {y.dtype}")
+    is_whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0))
+    )
+    if not is_whole:
+        raise DataError(f"{source}: labels must be integers, got dtype {y.dtype}")
     return torch.from_numpy(y.astype(np.int64))
 
 
 def deterministic_split(
-    x: torch.Tensor, y: torch.Tensor | None, *, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    test_fraction: float = TEST_FRACTION,
+    seed: int = SPLIT_SEED,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Shuffle with a fixed generator and cut: the same file always gives the same split."""
     n = x.shape[0]
@@ -133,12 +145,16 @@ def load_npz(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
+        ) from None
     source = str(path)
     if "x_train" in arrays or "x_test" in arrays:
         missing = [k for k in ("x_train", "x_test") if k not in arrays]
         if missing:
-            raise DataError(f"{path}: has {'x_train' if 'x_train' in arrays else 'x_test'} but no {missing[0]}")
+            raise DataError(
+                f"{path}: has {'x_train' if 'x_train' in arrays else 'x_test'} but no {missing[0]}"
+            )
         x_train = to_images(arrays["x_train"], f"{source}[x_train]")
         x_test = to_images(arrays["x_test"], f"{source}[x_test]")
         y_train = to_labels(arrays.get("y_train"), x_train.shape[0], f"{source}[y_train]")
@@ -154,7 +170,9 @@ def load_npz(path: Path) -> Dataset:
             raise DataError(f"{path}: {exc}") from None
     else:
         found = ", ".join(sorted(arrays)) or "no arrays"
-        raise DataError(f"{path}: expected arrays x_train and x_test (or a single x), found {found}")
+        raise DataError(
+            f"{path}: expected arrays x_train and x_test (or a single x), found {found}"
+        )
     return Dataset(str(path), x_train, x_test, y_train, y_test)
 
 
@@ -207,7 +225,9 @@ def load_idx_dir(directory: Path) -> Dataset:
     for key in ("x_train", "x_test"):
         if files[key] is None:
             wanted = "train-images-idx3-ubyte" if key == "x_train" else "t10k-images-idx3-ubyte"
-            raise DataError(f"{directory}: no {wanted}[.gz] in this directory (expected MNIST IDX files)")
+            raise DataError(
+                f"{directory}: no {wanted}[.gz] in this directory (expected MNIST IDX files)"
+            )
     x_train = to_images(read_idx(files["x_train"]), str(files["x_train"]))
     x_test = to_images(read_idx(files["x_test"]), str(files["x_test"]))
     y_train = y_test = None
@@ -229,4 +249,6 @@ def load_path(spec: str) -> Dataset:
         return load_idx_dir(path)
     if path.suffix == ".npz":
         return load_npz(path)
-    raise DataError(f"{spec}: unsupported data file; use a .npz archive or a directory of MNIST IDX files")
+    raise DataError(
+        f"{spec}: unsupported data file; use a .npz archive or a directory of MNIST IDX files"
+    )

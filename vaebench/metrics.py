@@ -24,7 +24,9 @@ def _batches(x: torch.Tensor, batch_size: int):
 
 
 @torch.no_grad()
-def elbo_terms(model: VAE, x: torch.Tensor, batch_size: int = 512) -> dict[str, float | list[float]]:
+def elbo_terms(
+    model: VAE, x: torch.Tensor, batch_size: int = 512
+) -> dict[str, float | list[float]]:
     """Negative ELBO, reconstruction NLL and KL (mean per example), plus KL per latent dimension.
 
     The reconstruction term is a one-sample estimate per example; ``kl_per_dim`` is the

@@ -71,7 +71,9 @@ class VAE(nn.Module):
 
     def loss_terms(self, x: torch.Tensor) -> LossTerms:
         mu, logvar = self.encode(x)
-        z, fused_kl, log_q = reparameterize_kl(mu, logvar, backend=self.kernel_backend, return_log_q=True)
+        z, fused_kl, log_q = reparameterize_kl(
+            mu, logvar, backend=self.kernel_backend, return_log_q=True
+        )
         recon = -self.likelihood.log_prob(self.decode(z), x)
         kl = self.kl_term(mu, logvar, z, fused_kl, log_q)
         return LossTerms(recon=recon, kl=kl, mu=mu, logvar=logvar)

@@ -112,7 +112,9 @@ class Registry:
 
                 def register(name: str, factory: Callable[..., Any], _kind: str = kind) -> None:
                     if not isinstance(name, str) or not name or "," in name:
-                        raise ValueError(f"invalid {_kind} name {name!r}: use a non-empty string without commas")
+                        raise ValueError(
+                            f"invalid {_kind} name {name!r}: use a non-empty string without commas"
+                        )
                     if not callable(factory):
                         raise TypeError(f"{_kind} '{name}': factory {factory!r} is not callable")
                     if (_kind, name) in seen:

@@ -60,7 +60,9 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
     except TypeError as exc:
         raise DataError(f"dataset '{config.dataset}' rejected its options: {exc}") from None
     if not isinstance(dataset, Dataset):
-        raise DataError(f"dataset '{config.dataset}' returned {type(dataset).__name__}, not vaebench.data.Dataset")
+        raise DataError(
+            f"dataset '{config.dataset}' returned {type(dataset).__name__}, not vaebench.data.Dataset"
+        )
     return dataset
 
 
@@ -72,21 +74,30 @@ def choose_likelihood(requested: str, dataset: Dataset) -> str:
 
 
 def build_model(
-    registry: Registry, plugin: str, prior: str, likelihood: str, dataset: Dataset, config: RunConfig
+    registry: Registry,
+    plugin: str,
+    prior: str,
+    likelihood: str,
+    dataset: Dataset,
+    config: RunConfig,
 ) -> VAE:
     shape, latent = dataset.input_shape, config.latent_dim
     encoder = registry.get("encoder", plugin).factory(shape, latent)
     decoder = registry.get("decoder", plugin).factory(shape, latent)
     prior_obj = registry.get("prior", prior).factory(latent, input_shape=shape, encoder=encoder)
     likelihood_obj = registry.get("likelihood", likelihood).factory(shape)
-    return VAE(encoder, decoder, prior_obj, likelihood_obj, latent_dim=latent, kernel_backend=config.kernel)
+    return VAE(
+        encoder, decoder, prior_obj, likelihood_obj, latent_dim=latent, kernel_backend=config.kernel
+    )
 
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
-def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> list[dict[str, Any]]:
+def run(
+    config: RunConfig, registry: Registry, reporter: Reporter | None = None
+) -> list[dict[str, Any]]:
     """Train and measure every model of a resolved ``config``; returns the result rows."""
     reporter = reporter or SilentReporter()
     out = Path(config.out)
@@ -103,8 +114,11 @@ def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None)
     steps = config.epochs * math.ceil(x_train.shape[0] / config.batch_size)
 
     reparam = measure_reparam_kl(
-        kernel_backend, rows=timing_batch.shape[0], latent_dim=config.latent_dim,
-        device=device, min_run_time=config.timing_min_time,
+        kernel_backend,
+        rows=timing_batch.shape[0],
+        latent_dim=config.latent_dim,
+        device=device,
+        min_run_time=config.timing_min_time,
     )
 
     rows: list[dict[str, Any]] = []
@@ -135,8 +149,13 @@ def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None)
             row["neg_elbo_untrained"] = metrics.elbo_terms(model, x_test)["neg_elbo"]
             with reporter.training(label, steps):
                 outcome = train(
-                    model, x_train, epochs=config.epochs, batch_size=config.batch_size,
-                    lr=config.lr, seed=config.seed, on_step=reporter.step,
+                    model,
+                    x_train,
+                    epochs=config.epochs,
+                    batch_size=config.batch_size,
+                    lr=config.lr,
+                    seed=config.seed,
+                    on_step=reporter.step,
                 )
             histories[label] = outcome.history
             row["train_seconds"] = outcome.seconds

@@ -43,7 +43,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], *, batch_size: int, device: torch.device, min_run_time: float) -> Timing:
+def time_call(
+    fn: Callable[[], object], *, batch_size: int, device: torch.device, min_run_time: float
+) -> Timing:
     for _ in range(WARMUP_CALLS):
         fn()
     synchronize(device)
