@@ -64,8 +64,11 @@ class RichReporter:
             self._progress.advance(self._task)
 
     def finished(self, row: dict[str, Any]) -> None:
-        if not self.quiet:
-            self.console.print(f"{row['plugin']}/{row['prior']}: {row['status']}")
+        line = f"{row['plugin']}/{row['prior']}: {row['status']}"
+        if row["status"] != "ok":
+            self.console.print(f"vaebench: model {line}", markup=False, highlight=False)
+        elif not self.quiet:
+            self.console.print(line, markup=False, highlight=False)
 
 
 def quality_table(rows: list[dict[str, Any]], title: str) -> Table:

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaebench.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """Built-ins only: tests stay independent of whatever else is installed."""
+    reg = Registry()
+    reg.load_builtins()
+    return reg
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(1234)
+
+
+def write_distribution(root: Path, dist: str, version: str, module: str, source: str, entry_points: dict[str, str]) -> Path:
+    """A minimal installed distribution: a module and a ``.dist-info`` with real entry points.
+
+    ``importlib.metadata`` finds it once ``root`` is on ``sys.path``, exactly as it would
+    find a pip-installed plugin.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[vaebench]\n{lines}\n")
+    return root
+
+
+def run_cli(*args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vaebench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )

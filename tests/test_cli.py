@@ -1,0 +1,81 @@
+"""The command line end to end: tables, files, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+from vaebench.cli import main
+
+FAST = ["--dataset", "synthetic", "-D", "n_train=64", "-D", "n_test=16", "--epochs", "2", "--iw-samples", "4", "--timing-min-time", "0.01"]
+
+
+@pytest.mark.slow
+def test_run_prints_both_tables_and_writes_files(tmp_path):
+    out = tmp_path / "run"
+    done = run_cli("run", "--plugins", "conv,mlp", "--prior", "normal", *FAST, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "Quality on synthetic" in done.stdout and "Throughput on cpu" in done.stdout
+    assert "IW-NLL" in done.stdout and "train samples/s" in done.stdout
+    for name in ("results.csv", "results.json", "config.json", "environment.json", "history.json"):
+        assert (out / name).is_file(), name
+    frame = pd.read_csv(out / "results.csv")
+    assert list(frame["plugin"]) == ["conv", "mlp"]
+
+
+def test_quiet_prints_nothing(tmp_path):
+    done = run_cli("run", "--plugins", "mlp", *FAST, "--out", str(tmp_path / "q"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_default_out_dir_is_under_runs(tmp_path):
+    done = run_cli("run", "--plugins", "mlp", *FAST, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "results.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--plugins", "mlp,transformer"], "unknown plugin 'transformer'"),
+        (["--prior", "vamp9"], "unknown prior 'vamp9'; available: normal"),
+        (["--dataset", "cifar"], "unknown dataset 'cifar'; available: digits, synthetic"),
+        (["--likelihood", "poisson"], "unknown likelihood 'poisson'; available: bernoulli, gaussian"),
+        (["--dataset", "synthetic", "-D", "n_train=0"], "synthetic: option n_train must be an integer >= 1"),
+        (["--dataset", "synthetic", "-D", "colour=red"], "rejected its options"),
+    ],
+)
+def test_unknown_names_exit_2_with_one_line(args, needle, tmp_path, capsys):
+    code = main(["run", *args, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--epochs", "-1"], ["--latent-dim", "0"], ["--batch-size", "two"], ["--lr", "0"], ["--lr", "nan"], ["--iw-samples", "0"], ["--device", "tpu"], ["--kernel", "cuda"]],
+)
+def test_invalid_numbers_are_argparse_errors(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", *args])
+    assert info.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_failed_model_gives_exit_1_and_a_line_on_stderr(tmp_path):
+    done = run_cli("run", "--plugins", "mlp", *FAST, "--lr", "1e30", "--out", str(tmp_path / "d"), "--quiet")
+    frame = pd.read_csv(tmp_path / "d" / "results.csv")
+    assert frame.loc[0, "status"].startswith("diverged at step")
+    assert done.returncode == 1
+    assert "mlp/normal: diverged at step" in done.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_request_without_cuda_is_a_clear_error(tmp_path, capsys):
+    code = main(["run", "--device", "cuda", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "sees no CUDA device" in err and "--device cpu" in err

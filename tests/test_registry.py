@@ -1,0 +1,156 @@
+"""Plugin discovery: built-ins, a real third-party entry point, broken and duplicate plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import run_cli, write_distribution
+from vaebench.errors import ConfigError, PluginError
+from vaebench.registry import Registry
+
+GOOD_PLUGIN = """
+    import torch
+    from torch import nn
+    import vaebench
+
+    class TinyEncoder(nn.Module):
+        def __init__(self, input_shape, latent_dim):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 2 * latent_dim))
+        def forward(self, x):
+            return self.net(x).chunk(2, dim=-1)
+
+    class TinyDecoder(nn.Module):
+        def __init__(self, input_shape, latent_dim):
+            super().__init__()
+            self.shape = tuple(input_shape)
+            self.net = nn.Linear(latent_dim, int(torch.tensor(input_shape).prod()))
+        def forward(self, z):
+            return self.net(z).view(z.shape[0], *self.shape)
+
+    @vaebench.hookimpl
+    def vaebench_register_encoders(register):
+        register("tiny", TinyEncoder)
+
+    @vaebench.hookimpl
+    def vaebench_register_decoders(register):
+        register("tiny", TinyDecoder)
+"""
+
+IMPORT_FAILS = "raise ImportError('needs a library that is not installed')\n"
+
+HOOK_FAILS = """
+    import vaebench
+
+    @vaebench.hookimpl
+    def vaebench_register_encoders(register):
+        register("half", object)
+        raise RuntimeError("registration blew up")
+"""
+
+CLAIMS_MLP = """
+    import vaebench
+
+    @vaebench.hookimpl
+    def vaebench_register_encoders(register):
+        register("mlp", lambda input_shape, latent_dim: None)
+"""
+
+
+@pytest.fixture
+def third_party(tmp_path, monkeypatch):
+    root = write_distribution(tmp_path / "site", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    sys.modules.pop("vaebench_tiny", None)
+
+
+def test_builtins_are_registered_with_their_owner(registry: Registry):
+    assert registry.families() == ["conv", "mlp"]
+    assert registry.names("prior") == ["normal"]
+    assert {"digits", "synthetic"} <= set(registry.names("dataset"))
+    assert registry.names("likelihood") == ["bernoulli", "gaussian"]
+    owner = registry.get("encoder", "conv").owner
+    assert owner.distribution == "vaebench" and owner.plugin == "vaebench.plugins.conv"
+
+
+def test_unknown_name_lists_the_available_ones(registry: Registry):
+    with pytest.raises(ConfigError, match=r"unknown prior 'gauss'; available: normal"):
+        registry.get("prior", "gauss")
+
+
+def test_third_party_entry_point_is_discovered(registry: Registry, third_party):
+    registry.load_entry_points()
+    assert "tiny" in registry.families()
+    owner = registry.get("decoder", "tiny").owner
+    assert (owner.distribution, owner.version, owner.plugin) == ("vaebench-tiny", "0.3", "tiny")
+    assert registry.warnings == []
+
+
+def test_broken_plugins_warn_once_and_the_rest_survive(registry: Registry, tmp_path, monkeypatch):
+    root = tmp_path / "site"
+    write_distribution(root, "vaebench-broken", "1.0", "vaebench_broken", IMPORT_FAILS, {"broken": "vaebench_broken"})
+    write_distribution(root, "vaebench-half", "2.0", "vaebench_half", HOOK_FAILS, {"half": "vaebench_half"})
+    write_distribution(root / "b", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.syspath_prepend(str(root / "b"))
+    monkeypatch.delenv("VAEBENCH_STRICT_PLUGINS", raising=False)
+    registry.load_entry_points()
+    assert "tiny" in registry.families()
+    assert "half" not in registry.names("encoder"), "a failing plugin's partial registrations must be dropped"
+    assert len(registry.warnings) == 2
+    broken = next(w for w in registry.warnings if "broken" in w)
+    assert "vaebench-broken 1.0" in broken and "ImportError" in broken and "\n" not in broken
+    half = next(w for w in registry.warnings if "half" in w)
+    assert "vaebench-half 2.0" in half and "registration blew up" in half
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(registry: Registry, tmp_path, monkeypatch):
+    root = write_distribution(tmp_path / "site", "vaebench-broken", "1.0", "vaebench_broken", IMPORT_FAILS, {"broken": "vaebench_broken"})
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("VAEBENCH_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="vaebench-broken 1.0"):
+        registry.load_entry_points()
+
+
+def test_duplicate_name_names_both_owners(registry: Registry, tmp_path, monkeypatch):
+    root = write_distribution(tmp_path / "site", "vaebench-copycat", "0.1", "vaebench_copycat", CLAIMS_MLP, {"copycat": "vaebench_copycat"})
+    monkeypatch.syspath_prepend(str(root))
+    with pytest.raises(PluginError) as info:
+        registry.load_entry_points()
+    message = str(info.value)
+    assert "encoder 'mlp'" in message and "vaebench 0.1.0" in message and "vaebench-copycat 0.1" in message
+
+
+def test_plugins_command_lists_third_party_and_warns_about_broken(tmp_path):
+    root = tmp_path / "site"
+    write_distribution(root, "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    write_distribution(root / "x", "vaebench-broken", "1.0", "vaebench_broken", IMPORT_FAILS, {"broken": "vaebench_broken"})
+    path = f"{root}:{root / 'x'}"
+    done = run_cli("plugins", "--json", env_extra={"PYTHONPATH": path, "VAEBENCH_STRICT_PLUGINS": "0"})
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    tiny = [r for r in rows if r["name"] == "tiny"]
+    assert {r["kind"] for r in tiny} == {"encoder", "decoder"}
+    assert all(r["distribution"] == "vaebench-tiny" and r["version"] == "0.3" for r in tiny)
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "vaebench-broken 1.0" in warnings[0]
+
+    strict = run_cli("plugins", env_extra={"PYTHONPATH": path, "VAEBENCH_STRICT_PLUGINS": "1"})
+    assert strict.returncode == 2
+    assert "Traceback" not in strict.stderr and "vaebench-broken" in strict.stderr
+
+
+def test_third_party_plugin_trains_end_to_end(tmp_path):
+    root = write_distribution(tmp_path / "site", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    out = tmp_path / "run"
+    done = run_cli(
+        "run", "--plugins", "tiny", "--dataset", "synthetic", "-D", "n_train=64", "-D", "n_test=16",
+        "--epochs", "1", "--iw-samples", "4", "--timing-min-time", "0.01", "--out", str(out), "--quiet",
+        env_extra={"PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tiny" in (out / "results.csv").read_text()
