@@ -5,9 +5,11 @@
     log_q  = sum_j log N(z_j; mu_j, exp(logvar_j)) = -0.5 * sum_j (eps_j^2 + logvar_j + log 2 pi)
 
 Arithmetic is done in fp32 (or fp64 for fp64 inputs); ``z`` comes back in the input dtype.
-IEEE semantics are kept on purpose, no clamping: logvar = +inf gives kl = +inf and z = +-inf
-(or NaN where eps = 0); logvar = -inf gives kl = +inf (the -logvar term) and z = mu; any NaN
-input gives NaN in its row's kl and its element of z. Other backends must match this.
+IEEE semantics are kept on purpose, no clamping, and every backend must match them:
+logvar = +inf gives kl = NaN (exp(logvar) - logvar is inf - inf) and z = +-inf (NaN where
+eps = 0); logvar = -inf gives kl = +inf and z = mu; logvar = 80 overflows z to inf in fp16
+and bf16 only where |std * eps| exceeds the dtype's range; a NaN input gives NaN in its row's
+kl and its element of z.
 """
 
 from __future__ import annotations

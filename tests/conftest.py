@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without a GPU, Triton kernels run through the interpreter. Set before any kernel is defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from vaebench.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +31,9 @@ def _seed() -> None:
     torch.manual_seed(1234)
 
 
-def write_distribution(root: Path, dist: str, version: str, module: str, source: str, entry_points: dict[str, str]) -> Path:
+def write_distribution(
+    root: Path, dist: str, version: str, module: str, source: str, entry_points: dict[str, str]
+) -> Path:
     """A minimal installed distribution: a module and a ``.dist-info`` with real entry points.
 
     ``importlib.metadata`` finds it once ``root`` is on ``sys.path``, exactly as it would
@@ -43,7 +49,9 @@ def write_distribution(root: Path, dist: str, version: str, module: str, source:
     return root
 
 
-def run_cli(*args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "vaebench", *args],

@@ -8,7 +8,20 @@ import pytest
 from tests.conftest import run_cli
 from vaebench.cli import main
 
-FAST = ["--dataset", "synthetic", "-D", "n_train=64", "-D", "n_test=16", "--epochs", "2", "--iw-samples", "4", "--timing-min-time", "0.01"]
+FAST = [
+    "--dataset",
+    "synthetic",
+    "-D",
+    "n_train=64",
+    "-D",
+    "n_test=16",
+    "--epochs",
+    "2",
+    "--iw-samples",
+    "4",
+    "--timing-min-time",
+    "0.01",
+]
 
 
 @pytest.mark.slow
@@ -43,8 +56,14 @@ def test_default_out_dir_is_under_runs(tmp_path):
         (["--plugins", "mlp,transformer"], "unknown plugin 'transformer'"),
         (["--prior", "vamp9"], "unknown prior 'vamp9'; available: normal"),
         (["--dataset", "cifar"], "unknown dataset 'cifar'; available: digits, synthetic"),
-        (["--likelihood", "poisson"], "unknown likelihood 'poisson'; available: bernoulli, gaussian"),
-        (["--dataset", "synthetic", "-D", "n_train=0"], "synthetic: option n_train must be an integer >= 1"),
+        (
+            ["--likelihood", "poisson"],
+            "unknown likelihood 'poisson'; available: bernoulli, gaussian",
+        ),
+        (
+            ["--dataset", "synthetic", "-D", "n_train=0"],
+            "synthetic: option n_train must be an integer >= 1",
+        ),
         (["--dataset", "synthetic", "-D", "colour=red"], "rejected its options"),
     ],
 )
@@ -57,7 +76,16 @@ def test_unknown_names_exit_2_with_one_line(args, needle, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["--epochs", "-1"], ["--latent-dim", "0"], ["--batch-size", "two"], ["--lr", "0"], ["--lr", "nan"], ["--iw-samples", "0"], ["--device", "tpu"], ["--kernel", "cuda"]],
+    [
+        ["--epochs", "-1"],
+        ["--latent-dim", "0"],
+        ["--batch-size", "two"],
+        ["--lr", "0"],
+        ["--lr", "nan"],
+        ["--iw-samples", "0"],
+        ["--device", "tpu"],
+        ["--kernel", "cuda"],
+    ],
 )
 def test_invalid_numbers_are_argparse_errors(args, capsys):
     with pytest.raises(SystemExit) as info:
@@ -67,7 +95,9 @@ def test_invalid_numbers_are_argparse_errors(args, capsys):
 
 
 def test_failed_model_gives_exit_1_and_a_line_on_stderr(tmp_path):
-    done = run_cli("run", "--plugins", "mlp", *FAST, "--lr", "1e30", "--out", str(tmp_path / "d"), "--quiet")
+    done = run_cli(
+        "run", "--plugins", "mlp", *FAST, "--lr", "1e30", "--out", str(tmp_path / "d"), "--quiet"
+    )
     frame = pd.read_csv(tmp_path / "d" / "results.csv")
     assert frame.loc[0, "status"].startswith("diverged at step")
     assert done.returncode == 1

@@ -16,7 +16,9 @@ from vaebench.plugins.datasets import digits, synthetic
 
 
 def write_idx(path, array: np.ndarray, *, compress: bool = False) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     payload = header + array.astype(np.uint8).tobytes()
     if compress:
         with gzip.open(path, "wb") as handle:
@@ -42,7 +44,9 @@ def test_synthetic_is_sized_by_options_and_deterministic(side):
     assert a.x_train.shape == (40, 1, side, side) and a.x_test.shape == (9, 1, side, side)
     assert torch.equal(a.x_train, b.x_train)
     assert a.unit_interval
-    assert not torch.equal(a.x_train, synthetic(seed=4, n_train=40, n_test=9, side=side, classes=3).x_train)
+    assert not torch.equal(
+        a.x_train, synthetic(seed=4, n_train=40, n_test=9, side=side, classes=3).x_train
+    )
     assert synthetic(seed=0, n_train=10, n_test=5, binary=1).binary
 
 
@@ -89,8 +93,12 @@ def test_idx_directory(tmp_path, compress):
     x_train, x_test = rng.integers(0, 256, (20, 4, 4)), rng.integers(0, 256, (6, 4, 4))
     write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", x_train, compress=compress)
     write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", x_test, compress=compress)
-    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, 20), compress=compress)
-    write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, 6), compress=compress)
+    write_idx(
+        tmp_path / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, 20), compress=compress
+    )
+    write_idx(
+        tmp_path / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, 6), compress=compress
+    )
     data = load_path(str(tmp_path))
     assert data.x_train.shape == (20, 1, 4, 4) and data.has_labels
     np.testing.assert_allclose(data.x_test[:, 0].numpy(), x_test / 255.0, rtol=1e-6)
@@ -109,7 +117,13 @@ def _corrupt_files(tmp_path):
     nan = tmp_path / "nan.npz"
     np.savez(nan, x=np.full((5, 3), np.nan))
     labels = tmp_path / "labels.npz"
-    np.savez(labels, x_train=rng.random((4, 3)), x_test=rng.random((2, 3)), y_train=np.arange(3), y_test=np.arange(2))
+    np.savez(
+        labels,
+        x_train=rng.random((4, 3)),
+        x_test=rng.random((2, 3)),
+        y_train=np.arange(3),
+        y_test=np.arange(2),
+    )
     truncated = tmp_path / "trunc"
     truncated.mkdir()
     write_idx(truncated / "train-images-idx3-ubyte", rng.integers(0, 255, (5, 4, 4)))

@@ -18,7 +18,9 @@ def test_reference_matches_closed_form_in_float64(shape):
     z, kl, log_q = reparameterize_kl_reference(mu, logvar, eps, return_log_q=True)
     q = D.Normal(mu.double(), (0.5 * logvar.double()).exp())
     torch.testing.assert_close(z.double(), q.loc + q.scale * eps.double(), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(kl.double(), D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        kl.double(), D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1), rtol=1e-5, atol=1e-5
+    )
     torch.testing.assert_close(log_q.double(), q.log_prob(z.double()).sum(-1), rtol=1e-5, atol=1e-4)
     assert kl.dtype == torch.float32 and z.dtype == mu.dtype
 
@@ -27,7 +29,9 @@ def test_reference_gradcheck():
     mu = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     eps = torch.randn(2, 4, 3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda m, v: reparameterize_kl_reference(m, v, eps, return_log_q=True), (mu, logvar))
+    assert torch.autograd.gradcheck(
+        lambda m, v: reparameterize_kl_reference(m, v, eps, return_log_q=True), (mu, logvar)
+    )
 
 
 def test_samples_axis_and_seeded_noise():
@@ -57,6 +61,10 @@ def test_extremes_follow_ieee_semantics():
     z, kl = reparameterize_kl_reference(mu, logvar, eps)
     assert z[0, 0] == 0.0 and math.isinf(kl[0]) and kl[0] > 0
     assert math.isinf(z[1, 0]) and math.isnan(z[1, 1]) and math.isnan(kl[1])
+    _, kl_inf = reparameterize_kl_reference(
+        torch.zeros(1, 1), torch.full((1, 1), math.inf), torch.ones(1, 1)
+    )
+    assert math.isnan(kl_inf[0]), "inf - inf: documented as NaN"
 
 
 def test_bad_arguments_are_rejected_clearly():

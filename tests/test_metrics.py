@@ -44,7 +44,12 @@ def independent_log_weights(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> t
             q = D.Normal(mu[0].double(), (0.5 * logvar[0].double()).exp())
             z = q.loc + q.scale * eps[:, i].double()  # (K, D)
             logits = model.decode(z.float()).double()
-            log_px = D.Bernoulli(logits=logits, validate_args=False).log_prob(x[i].double().expand_as(logits)).flatten(1).sum(-1)
+            log_px = (
+                D.Bernoulli(logits=logits, validate_args=False)
+                .log_prob(x[i].double().expand_as(logits))
+                .flatten(1)
+                .sum(-1)
+            )
             log_pz = D.Normal(0.0, 1.0).log_prob(z).sum(-1)
             rows.append(log_px + log_pz - q.log_prob(z).sum(-1))
     return torch.stack(rows, dim=1)  # (K, N)
@@ -61,12 +66,19 @@ def test_elbo_terms_match_torch_distributions():
         q = D.Normal(mu.double(), (0.5 * logvar.double()).exp())
         kl = D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1)
         z = q.loc + q.scale * eps.double()
-        recon = -D.Bernoulli(logits=model.decode(z.float()).double(), validate_args=False).log_prob(x.double()).flatten(1).sum(-1)
+        recon = (
+            -D.Bernoulli(logits=model.decode(z.float()).double(), validate_args=False)
+            .log_prob(x.double())
+            .flatten(1)
+            .sum(-1)
+        )
     assert got["kl"] == pytest.approx(kl.mean().item(), rel=1e-5)
     assert got["recon_nll"] == pytest.approx(recon.mean().item(), rel=1e-5)
     assert got["neg_elbo"] == pytest.approx((recon + kl).mean().item(), rel=1e-5)
     assert sum(got["kl_per_dim"]) == pytest.approx(kl.mean().item(), rel=1e-5)
-    np.testing.assert_allclose(got["kl_per_dim"], D.kl_divergence(q, D.Normal(0.0, 1.0)).mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        got["kl_per_dim"], D.kl_divergence(q, D.Normal(0.0, 1.0)).mean(0).numpy(), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("samples", [1, 7])
@@ -106,7 +118,9 @@ def test_iw_nll_chunks_over_examples_exactly(monkeypatch):
     chunked = metrics.iw_nll(model, x, 4)
     torch.manual_seed(3)
     eps = torch.cat([torch.randn(4, 2, LATENT) for _ in range(15)], dim=1)
-    expected = -(torch.logsumexp(independent_log_weights(model, x, eps), 0) - math.log(4)).mean().item()
+    expected = (
+        -(torch.logsumexp(independent_log_weights(model, x, eps), 0) - math.log(4)).mean().item()
+    )
     assert chunked == pytest.approx(expected, rel=1e-5)
 
 
@@ -150,6 +164,9 @@ def test_probe_accuracy_separates_informative_from_random_codes():
     y = rng.integers(0, 3, 600)
     informative = torch.from_numpy(np.eye(3)[y] * 4 + rng.normal(size=(600, 3))).float()
     labels = torch.from_numpy(y)
-    assert metrics.probe_accuracy(informative[:400], labels[:400], informative[400:], labels[400:]) > 0.9
+    assert (
+        metrics.probe_accuracy(informative[:400], labels[:400], informative[400:], labels[400:])
+        > 0.9
+    )
     noise = torch.randn(600, 3)
     assert metrics.probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.55

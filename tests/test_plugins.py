@@ -9,7 +9,9 @@ from vaebench.registry import Registry
 
 
 @pytest.mark.parametrize("family", ["mlp", "conv"])
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 7, 5), (1, 28, 28), (12,), (2, 1, 9), (1, 33, 17)])
+@pytest.mark.parametrize(
+    "shape", [(1, 8, 8), (3, 7, 5), (1, 28, 28), (12,), (2, 1, 9), (1, 33, 17)]
+)
 @pytest.mark.parametrize("latent", [1, 6])
 def test_shapes_round_trip(registry: Registry, family, shape, latent):
     encoder = registry.get("encoder", family).factory(shape, latent)

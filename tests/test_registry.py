@@ -62,7 +62,14 @@ CLAIMS_MLP = """
 
 @pytest.fixture
 def third_party(tmp_path, monkeypatch):
-    root = write_distribution(tmp_path / "site", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    root = write_distribution(
+        tmp_path / "site",
+        "vaebench-tiny",
+        "0.3",
+        "vaebench_tiny",
+        GOOD_PLUGIN,
+        {"tiny": "vaebench_tiny"},
+    )
     monkeypatch.syspath_prepend(str(root))
     yield root
     sys.modules.pop("vaebench_tiny", None)
@@ -92,15 +99,28 @@ def test_third_party_entry_point_is_discovered(registry: Registry, third_party):
 
 def test_broken_plugins_warn_once_and_the_rest_survive(registry: Registry, tmp_path, monkeypatch):
     root = tmp_path / "site"
-    write_distribution(root, "vaebench-broken", "1.0", "vaebench_broken", IMPORT_FAILS, {"broken": "vaebench_broken"})
-    write_distribution(root, "vaebench-half", "2.0", "vaebench_half", HOOK_FAILS, {"half": "vaebench_half"})
-    write_distribution(root / "b", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    write_distribution(
+        root,
+        "vaebench-broken",
+        "1.0",
+        "vaebench_broken",
+        IMPORT_FAILS,
+        {"broken": "vaebench_broken"},
+    )
+    write_distribution(
+        root, "vaebench-half", "2.0", "vaebench_half", HOOK_FAILS, {"half": "vaebench_half"}
+    )
+    write_distribution(
+        root / "b", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"}
+    )
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.syspath_prepend(str(root / "b"))
     monkeypatch.delenv("VAEBENCH_STRICT_PLUGINS", raising=False)
     registry.load_entry_points()
     assert "tiny" in registry.families()
-    assert "half" not in registry.names("encoder"), "a failing plugin's partial registrations must be dropped"
+    assert "half" not in registry.names("encoder"), (
+        "a failing plugin's partial registrations must be dropped"
+    )
     assert len(registry.warnings) == 2
     broken = next(w for w in registry.warnings if "broken" in w)
     assert "vaebench-broken 1.0" in broken and "ImportError" in broken and "\n" not in broken
@@ -109,7 +129,14 @@ def test_broken_plugins_warn_once_and_the_rest_survive(registry: Registry, tmp_p
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(registry: Registry, tmp_path, monkeypatch):
-    root = write_distribution(tmp_path / "site", "vaebench-broken", "1.0", "vaebench_broken", IMPORT_FAILS, {"broken": "vaebench_broken"})
+    root = write_distribution(
+        tmp_path / "site",
+        "vaebench-broken",
+        "1.0",
+        "vaebench_broken",
+        IMPORT_FAILS,
+        {"broken": "vaebench_broken"},
+    )
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.setenv("VAEBENCH_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="vaebench-broken 1.0"):
@@ -117,20 +144,42 @@ def test_strict_mode_makes_a_broken_plugin_fatal(registry: Registry, tmp_path, m
 
 
 def test_duplicate_name_names_both_owners(registry: Registry, tmp_path, monkeypatch):
-    root = write_distribution(tmp_path / "site", "vaebench-copycat", "0.1", "vaebench_copycat", CLAIMS_MLP, {"copycat": "vaebench_copycat"})
+    root = write_distribution(
+        tmp_path / "site",
+        "vaebench-copycat",
+        "0.1",
+        "vaebench_copycat",
+        CLAIMS_MLP,
+        {"copycat": "vaebench_copycat"},
+    )
     monkeypatch.syspath_prepend(str(root))
     with pytest.raises(PluginError) as info:
         registry.load_entry_points()
     message = str(info.value)
-    assert "encoder 'mlp'" in message and "vaebench 0.1.0" in message and "vaebench-copycat 0.1" in message
+    assert (
+        "encoder 'mlp'" in message
+        and "vaebench 0.1.0" in message
+        and "vaebench-copycat 0.1" in message
+    )
 
 
 def test_plugins_command_lists_third_party_and_warns_about_broken(tmp_path):
     root = tmp_path / "site"
-    write_distribution(root, "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
-    write_distribution(root / "x", "vaebench-broken", "1.0", "vaebench_broken", IMPORT_FAILS, {"broken": "vaebench_broken"})
+    write_distribution(
+        root, "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"}
+    )
+    write_distribution(
+        root / "x",
+        "vaebench-broken",
+        "1.0",
+        "vaebench_broken",
+        IMPORT_FAILS,
+        {"broken": "vaebench_broken"},
+    )
     path = f"{root}:{root / 'x'}"
-    done = run_cli("plugins", "--json", env_extra={"PYTHONPATH": path, "VAEBENCH_STRICT_PLUGINS": "0"})
+    done = run_cli(
+        "plugins", "--json", env_extra={"PYTHONPATH": path, "VAEBENCH_STRICT_PLUGINS": "0"}
+    )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     tiny = [r for r in rows if r["name"] == "tiny"]
@@ -145,11 +194,34 @@ def test_plugins_command_lists_third_party_and_warns_about_broken(tmp_path):
 
 
 def test_third_party_plugin_trains_end_to_end(tmp_path):
-    root = write_distribution(tmp_path / "site", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"})
+    root = write_distribution(
+        tmp_path / "site",
+        "vaebench-tiny",
+        "0.3",
+        "vaebench_tiny",
+        GOOD_PLUGIN,
+        {"tiny": "vaebench_tiny"},
+    )
     out = tmp_path / "run"
     done = run_cli(
-        "run", "--plugins", "tiny", "--dataset", "synthetic", "-D", "n_train=64", "-D", "n_test=16",
-        "--epochs", "1", "--iw-samples", "4", "--timing-min-time", "0.01", "--out", str(out), "--quiet",
+        "run",
+        "--plugins",
+        "tiny",
+        "--dataset",
+        "synthetic",
+        "-D",
+        "n_train=64",
+        "-D",
+        "n_test=16",
+        "--epochs",
+        "1",
+        "--iw-samples",
+        "4",
+        "--timing-min-time",
+        "0.01",
+        "--out",
+        str(out),
+        "--quiet",
         env_extra={"PYTHONPATH": str(root)},
     )
     assert done.returncode == 0, done.stderr

@@ -16,7 +16,12 @@ from vaebench.registry import Owner, Registry
 from vaebench.results import RESULT_COLUMNS
 from vaebench.runner import run
 
-FAST = {"dataset": "synthetic", "dataset_options": {"n_train": 96, "n_test": 32}, "iw_samples": 8, "timing_min_time": 0.01}
+FAST = {
+    "dataset": "synthetic",
+    "dataset_options": {"n_train": 96, "n_test": 32},
+    "iw_samples": 8,
+    "timing_min_time": 0.01,
+}
 
 
 class NaNAfter(nn.Module):
@@ -24,7 +29,9 @@ class NaNAfter(nn.Module):
 
     def __init__(self, input_shape, latent_dim, after: int = 3):
         super().__init__()
-        self.inner = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 2 * latent_dim))
+        self.inner = nn.Sequential(
+            nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 2 * latent_dim)
+        )
         self.calls, self.after = 0, after
 
     def forward(self, x):
@@ -60,12 +67,20 @@ def test_registry(registry: Registry) -> Registry:
 
 
 def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
-    config = RunConfig(plugins=["mlp", "conv"], epochs=8, out=str(tmp_path), **FAST).resolve(registry)
+    config = RunConfig(plugins=["mlp", "conv"], epochs=8, out=str(tmp_path), **FAST).resolve(
+        registry
+    )
     rows = run(config, registry)
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(frame.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
     assert list(frame["plugin"]) == ["mlp", "conv"] and (frame["status"] == "ok").all()
-    for column in ("neg_elbo", "iw_nll", "train_samples_per_s", "encode_samples_per_s", "decode_samples_per_s"):
+    for column in (
+        "neg_elbo",
+        "iw_nll",
+        "train_samples_per_s",
+        "encode_samples_per_s",
+        "decode_samples_per_s",
+    ):
         assert frame[column].notna().all() and (frame[column] > 0).all(), column
     # Learned something: far better than the same network untrained.
     assert (frame["neg_elbo"] < frame["neg_elbo_untrained"] - 5).all()
@@ -85,19 +100,25 @@ def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
 
 
 def test_divergence_and_failure_are_recorded_and_others_still_run(test_registry, tmp_path):
-    config = RunConfig(plugins=["nanny", "explodes", "mlp"], epochs=2, out=str(tmp_path), **FAST).resolve(test_registry)
+    config = RunConfig(
+        plugins=["nanny", "explodes", "mlp"], epochs=2, out=str(tmp_path), **FAST
+    ).resolve(test_registry)
     run(config, test_registry)
     frame = pd.read_csv(tmp_path / "results.csv").set_index("plugin")
     assert frame.loc["nanny", "status"] == "diverged at step 3"
     assert math.isnan(frame.loc["nanny", "neg_elbo"])
-    assert frame.loc["explodes", "status"].startswith("failed: RuntimeError: cannot build this encoder")
+    assert frame.loc["explodes", "status"].startswith(
+        "failed: RuntimeError: cannot build this encoder"
+    )
     assert frame.loc["mlp", "status"] == "ok" and frame.loc["mlp", "neg_elbo"] > 0
 
 
 def test_interrupted_run_keeps_finished_models(registry, tmp_path, monkeypatch):
     import vaebench.runner as runner
 
-    config = RunConfig(plugins=["mlp", "conv"], epochs=1, out=str(tmp_path), **FAST).resolve(registry)
+    config = RunConfig(plugins=["mlp", "conv"], epochs=1, out=str(tmp_path), **FAST).resolve(
+        registry
+    )
     real_train = runner.train
 
     def train_then_interrupt(model, *args, **kwargs):

@@ -1,0 +1,351 @@
+"""Fused Triton kernels for z = mu + exp(logvar / 2) * eps and KL(N(mu, exp(logvar)) || N(0, I)).
+
+One pass over the inputs replaces the dozen small PyTorch kernels of the reference:
+
+* forward: read ``mu`` and ``logvar`` once, draw ``eps`` with Philox inside the kernel (or read
+  an injected ``eps``), write ``z`` and the per-row ``kl`` (and ``log_q`` when asked);
+* backward: read ``mu``, ``logvar``, ``grad_z``, ``grad_kl`` (and ``grad_log_q``), regenerate
+  the very same ``eps`` from ``(seed, element index)``, write ``grad_mu`` and ``grad_logvar``.
+
+No noise tensor is ever stored. The Philox counter of an element is its linear index
+``s * N * D + n * D + d`` in the ``(S, N, D)`` output, so the noise does not depend on tile
+sizes or launch geometry. Arithmetic is fp32 whatever the input dtype; ``z`` and the
+gradients are stored in the input dtype, ``kl`` and ``log_q`` in fp32. IEEE semantics follow
+``reference.py`` exactly (no clamping).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from vaebench.kernels import triton_interpreting
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@triton.jit
+def _noise(eps_ptr, seed, offsets, mask, HAS_EPS: tl.constexpr):
+    """The standard-normal noise of the elements at ``offsets``: injected or Philox."""
+    if HAS_EPS:
+        return tl.load(eps_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    return tl.randn(seed, offsets)
+
+
+@triton.jit
+def _reparam_kl_fwd(
+    mu_ptr,
+    logvar_ptr,
+    eps_ptr,
+    z_ptr,
+    kl_ptr,
+    log_q_ptr,
+    N,
+    D,
+    stride_mu_n,
+    stride_mu_d,
+    stride_lv_n,
+    stride_lv_d,
+    seed,
+    HAS_EPS: tl.constexpr,
+    RETURN_LOG_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    # One program: BLOCK_N rows of one sample, looping over the columns in BLOCK_D steps.
+    row_block = tl.program_id(0)
+    sample = tl.program_id(1)
+    rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)
+    kl_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    eps_sq_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    logvar_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+
+    for col_start in range(0, D, BLOCK_D):
+        cols = col_start + tl.arange(0, BLOCK_D)
+        tile_ok = row_ok[:, None] & (cols < D)[None, :]
+        mu_offsets = rows64[:, None] * stride_mu_n + cols[None, :] * stride_mu_d
+        lv_offsets = rows64[:, None] * stride_lv_n + cols[None, :] * stride_lv_d
+        out_offsets = (rows64 + sample * N)[:, None] * D + cols[None, :]
+
+        mu = tl.load(mu_ptr + mu_offsets, mask=tile_ok, other=0.0).to(tl.float32)
+        logvar = tl.load(logvar_ptr + lv_offsets, mask=tile_ok, other=0.0).to(tl.float32)
+        eps = _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
+
+        var = tl.exp(logvar)
+        z = mu + tl.exp(0.5 * logvar) * eps
+        tl.store(z_ptr + out_offsets, z.to(z_ptr.dtype.element_ty), mask=tile_ok)
+
+        kl_terms = mu * mu + var - logvar - 1.0
+        kl_acc += tl.sum(tl.where(tile_ok, kl_terms, 0.0), axis=1)
+        if RETURN_LOG_Q:
+            eps_sq_acc += tl.sum(tl.where(tile_ok, eps * eps, 0.0), axis=1)
+            logvar_acc += tl.sum(tl.where(tile_ok, logvar, 0.0), axis=1)
+
+    if sample == 0:
+        tl.store(kl_ptr + rows, 0.5 * kl_acc, mask=row_ok)
+    if RETURN_LOG_Q:
+        log_q = -0.5 * (eps_sq_acc + logvar_acc + D * 1.8378770664093453)  # log(2 pi)
+        tl.store(log_q_ptr + rows64 + sample * N, log_q, mask=row_ok)
+
+
+@triton.jit
+def _reparam_kl_bwd(
+    mu_ptr,
+    logvar_ptr,
+    eps_ptr,
+    grad_z_ptr,
+    grad_kl_ptr,
+    grad_log_q_ptr,
+    grad_mu_ptr,
+    grad_logvar_ptr,
+    N,
+    D,
+    S,
+    stride_mu_n,
+    stride_mu_d,
+    stride_lv_n,
+    stride_lv_d,
+    stride_gz_s,
+    stride_gz_n,
+    stride_gz_d,
+    stride_gkl,
+    stride_glq_s,
+    stride_glq_n,
+    seed,
+    HAS_EPS: tl.constexpr,
+    HAS_GRAD_Z: tl.constexpr,
+    HAS_GRAD_KL: tl.constexpr,
+    HAS_GRAD_LOG_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    # Elementwise over one (BLOCK_N, BLOCK_D) tile, summing the S samples' contributions:
+    #   dz/dmu = 1      dz/dlogvar = 0.5 * std * eps
+    #   dkl/dmu = mu    dkl/dlogvar = 0.5 * (exp(logvar) - 1)
+    #   dlog_q/dmu = 0  dlog_q/dlogvar = -0.5            (log_q = -0.5 (eps^2 + logvar + log 2 pi))
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    tile_ok = row_ok[:, None] & (cols < D)[None, :]
+    rows64 = rows.to(tl.int64)
+
+    mu = tl.load(
+        mu_ptr + rows64[:, None] * stride_mu_n + cols[None, :] * stride_mu_d,
+        mask=tile_ok,
+        other=0.0,
+    ).to(tl.float32)
+    logvar = tl.load(
+        logvar_ptr + rows64[:, None] * stride_lv_n + cols[None, :] * stride_lv_d,
+        mask=tile_ok,
+        other=0.0,
+    ).to(tl.float32)
+    half_std = 0.5 * tl.exp(0.5 * logvar)
+
+    grad_mu = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    grad_logvar = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    if HAS_GRAD_KL:
+        grad_kl = tl.load(grad_kl_ptr + rows64 * stride_gkl, mask=row_ok, other=0.0).to(tl.float32)[
+            :, None
+        ]
+        grad_mu += grad_kl * mu
+        grad_logvar += grad_kl * 0.5 * (tl.exp(logvar) - 1.0)
+    for sample in range(0, S):
+        if HAS_GRAD_Z:
+            out_offsets = (rows64 + sample * N)[:, None] * D + cols[None, :]
+            eps = _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
+            gz_offsets = (
+                rows64[:, None] * stride_gz_n + cols[None, :] * stride_gz_d + sample * stride_gz_s
+            )
+            grad_z = tl.load(grad_z_ptr + gz_offsets, mask=tile_ok, other=0.0).to(tl.float32)
+            grad_mu += grad_z
+            grad_logvar += grad_z * half_std * eps
+        if HAS_GRAD_LOG_Q:
+            glq = tl.load(
+                grad_log_q_ptr + rows64 * stride_glq_n + sample * stride_glq_s,
+                mask=row_ok,
+                other=0.0,
+            )
+            grad_logvar -= 0.5 * glq.to(tl.float32)[:, None]
+
+    out_offsets = rows64[:, None] * D + cols[None, :]
+    tl.store(grad_mu_ptr + out_offsets, grad_mu.to(grad_mu_ptr.dtype.element_ty), mask=tile_ok)
+    tl.store(
+        grad_logvar_ptr + out_offsets,
+        grad_logvar.to(grad_logvar_ptr.dtype.element_ty),
+        mask=tile_ok,
+    )
+
+
+def tile_sizes(n: int, d: int) -> tuple[int, int, int]:
+    """``(BLOCK_N, BLOCK_D, num_warps)``.
+
+    On a GPU: about 4096 elements a program, a column block of at most 128 (loops beyond).
+    Under the interpreter each program costs Python overhead, so tiles are large and few.
+    """
+    if triton_interpreting():
+        block_d = min(triton.next_power_of_2(d), 256)
+        block_n = min(triton.next_power_of_2(n), max(1, 65536 // block_d))
+        return block_n, block_d, 4
+    block_d = min(triton.next_power_of_2(d), 128)
+    block_n = min(triton.next_power_of_2(n), max(1, 4096 // block_d))
+    return block_n, block_d, 4
+
+
+def forward(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor | None,
+    seed: int,
+    samples: int,
+    return_log_q: bool,
+    tiles: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, d = mu.shape
+    block_n, block_d, warps = tile_sizes(n, d)
+    if tiles is not None:
+        block_n, block_d = tiles
+    z = torch.empty((samples, n, d), device=mu.device, dtype=mu.dtype)
+    kl = torch.empty(n, device=mu.device, dtype=torch.float32)
+    log_q = torch.empty(
+        (samples, n) if return_log_q else (1,), device=mu.device, dtype=torch.float32
+    )
+    eps_arg = (
+        eps.contiguous() if eps is not None else z
+    )  # unused pointer when eps is drawn in-kernel
+    grid = (triton.cdiv(n, block_n), samples)
+    _reparam_kl_fwd[grid](
+        mu,
+        logvar,
+        eps_arg,
+        z,
+        kl,
+        log_q,
+        n,
+        d,
+        mu.stride(0),
+        mu.stride(1),
+        logvar.stride(0),
+        logvar.stride(1),
+        seed,
+        HAS_EPS=eps is not None,
+        RETURN_LOG_Q=return_log_q,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        num_warps=warps,
+    )
+    return z, kl, log_q
+
+
+def backward(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor | None,
+    seed: int,
+    samples: int,
+    grad_z: torch.Tensor | None,
+    grad_kl: torch.Tensor | None,
+    grad_log_q: torch.Tensor | None,
+    tiles: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n, d = mu.shape
+    block_n, block_d, warps = tile_sizes(n, d)
+    if tiles is not None:
+        block_n, block_d = tiles
+    grad_mu = torch.empty((n, d), device=mu.device, dtype=mu.dtype)
+    grad_logvar = torch.empty((n, d), device=mu.device, dtype=logvar.dtype)
+    gz = grad_z if grad_z is not None else grad_mu
+    gz_strides = gz.stride() if grad_z is not None else (0, 0, 0)
+    gkl = grad_kl if grad_kl is not None else grad_mu
+    glq = grad_log_q if grad_log_q is not None else grad_mu
+    glq_strides = glq.stride() if grad_log_q is not None else (0, 0)
+    grid = (triton.cdiv(n, block_n), triton.cdiv(d, block_d))
+    _reparam_kl_bwd[grid](
+        mu,
+        logvar,
+        eps.contiguous() if eps is not None else grad_mu,
+        gz,
+        gkl,
+        glq,
+        grad_mu,
+        grad_logvar,
+        n,
+        d,
+        samples,
+        mu.stride(0),
+        mu.stride(1),
+        logvar.stride(0),
+        logvar.stride(1),
+        *gz_strides,
+        gkl.stride(0) if grad_kl is not None else 0,
+        *glq_strides,
+        seed,
+        HAS_EPS=eps is not None,
+        HAS_GRAD_Z=grad_z is not None,
+        HAS_GRAD_KL=grad_kl is not None,
+        HAS_GRAD_LOG_Q=grad_log_q is not None,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        num_warps=warps,
+    )
+    return grad_mu, grad_logvar
+
+
+class ReparamKL(torch.autograd.Function):
+    """Differentiable in ``mu`` and ``logvar``; saves only them (and an injected ``eps``)."""
+
+    @staticmethod
+    def forward(ctx, mu, logvar, eps, seed, samples, return_log_q, tiles):
+        z, kl, log_q = forward(mu, logvar, eps, seed, samples, return_log_q, tiles)
+        ctx.save_for_backward(mu, logvar, eps)
+        ctx.seed, ctx.samples, ctx.tiles = seed, samples, tiles
+        if not return_log_q:
+            ctx.mark_non_differentiable(log_q)
+        return z, kl, log_q
+
+    @staticmethod
+    def backward(ctx, grad_z, grad_kl, grad_log_q):
+        mu, logvar, eps = ctx.saved_tensors
+        if grad_log_q is not None and grad_log_q.dim() != 2:
+            grad_log_q = None  # the placeholder output of a call without log_q
+        grad_mu, grad_logvar = backward(
+            mu, logvar, eps, ctx.seed, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.tiles
+        )
+        return grad_mu, grad_logvar, None, None, None, None, None
+
+
+def new_seed() -> int:
+    """A Philox seed from torch's default generator, so ``torch.manual_seed`` fixes the noise."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+def reparameterize_kl_triton(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    eps: torch.Tensor | None = None,
+    seed: int | None = None,
+    samples: int = 1,
+    return_log_q: bool = False,
+    tiles: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The fused path of ``vaebench.kernels.reparameterize_kl`` (same contract)."""
+    if mu.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"the triton backend takes fp32, fp16 or bf16 inputs, got {mu.dtype}")
+    if logvar.dtype != mu.dtype:
+        raise ValueError(f"mu and logvar must share a dtype, got {mu.dtype} and {logvar.dtype}")
+    if mu.device != logvar.device:
+        raise ValueError("mu and logvar must be on the same device")
+    if seed is None:
+        seed = new_seed() if eps is None else 0
+    if eps is not None:
+        eps = eps.reshape(samples, *mu.shape)
+    z, kl, log_q = ReparamKL.apply(mu, logvar, eps, int(seed), samples, return_log_q, tiles)
+    if samples == 1:
+        z = z[0]
+        log_q = log_q[0] if return_log_q else log_q
+    return (z, kl, log_q) if return_log_q else (z, kl)

@@ -1,0 +1,249 @@
+"""The fused Triton reparameterization + KL kernel against the PyTorch reference.
+
+On a machine without CUDA these run through ``TRITON_INTERPRET=1`` (set in conftest), with
+tiles chosen so that few programs launch. Tolerances per dtype: fp32 results match to
+float32 rounding (both paths compute in fp32); fp16 and bf16 outputs may differ by one unit
+in the last place of the output dtype (the exp implementations differ in the last fp32 bit,
+which can flip the final rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from vaebench.kernels import reparameterize_kl
+from vaebench.kernels.reference import reparameterize_kl_reference
+
+pytest.importorskip("triton")
+from vaebench.kernels.reparam_kl import reparameterize_kl_triton
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {
+    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+    torch.float16: {"rtol": 2e-3, "atol": 2e-3},
+    torch.bfloat16: {"rtol": 1.6e-2, "atol": 1.6e-2},
+}
+SHAPES = [(1, 1), (1, 7), (5, 1), (17, 33), (64, 257), (300, 5), (129, 64)]
+
+
+def inputs(n, d, dtype, *, requires_grad=True):
+    mu = torch.randn(n, d, device=DEVICE).to(dtype)
+    logvar = (torch.randn(n, d, device=DEVICE) * 1.5).to(dtype)
+    return mu.requires_grad_(requires_grad), logvar.requires_grad_(requires_grad)
+
+
+def run_both(mu, logvar, eps, samples, **kwargs):
+    """Forward + backward with random upstream gradients through triton and the reference."""
+    z, kl, log_q = reparameterize_kl(
+        mu, logvar, eps=eps, samples=samples, backend="triton", return_log_q=True, **kwargs
+    )
+    gz, gkl, glq = (
+        torch.randn_like(z.float()).to(z.dtype),
+        torch.randn_like(kl),
+        torch.randn_like(log_q),
+    )
+    grads = torch.autograd.grad(
+        (z.float() * gz).sum() + (kl * gkl).sum() + (log_q * glq).sum(), (mu, logvar)
+    )
+    ref = reparameterize_kl_reference(mu, logvar, eps, return_log_q=True)
+    ref_grads = torch.autograd.grad(
+        (ref[0].float() * gz).sum() + (ref[1] * gkl).sum() + (ref[2] * glq).sum(), (mu, logvar)
+    )
+    return (z, kl, log_q, *grads), (*ref, *ref_grads), (gz, gkl, glq)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("samples", [1, 3])
+def test_matches_reference_with_injected_eps(dtype, shape, samples):
+    mu, logvar = inputs(*shape, dtype)
+    eps_shape = shape if samples == 1 else (samples, *shape)
+    eps = torch.randn(eps_shape, device=DEVICE)
+    got, want, _ = run_both(mu, logvar, eps, samples)
+    z, kl, log_q, g_mu, g_lv = got
+    assert (
+        z.dtype == dtype
+        and z.shape == eps_shape
+        and kl.dtype == torch.float32
+        and kl.shape == (shape[0],)
+    )
+    assert log_q.shape == eps_shape[:-1]
+    torch.testing.assert_close(z, want[0], **TOL[dtype])
+    scale = shape[1]  # sums over D accumulate rounding in a different order
+    torch.testing.assert_close(kl, want[1], rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(log_q, want[2], rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(g_mu, want[3], **TOL[dtype])
+    torch.testing.assert_close(g_lv, want[4], **TOL[dtype])
+
+
+@pytest.mark.parametrize("samples", [1, 4])
+def test_gradients_match_float64_autograd(samples):
+    mu, logvar = inputs(23, 45, torch.float32)
+    eps = torch.randn((samples, 23, 45) if samples > 1 else (23, 45), device=DEVICE)
+    got, _, (gz, gkl, glq) = run_both(mu, logvar, eps, samples)
+    mu64 = mu.detach().double().requires_grad_()
+    lv64 = logvar.detach().double().requires_grad_()
+    z, kl, log_q = reparameterize_kl_reference(mu64, lv64, eps.double(), return_log_q=True)
+    want = torch.autograd.grad(
+        (z * gz.double()).sum() + (kl * gkl.double()).sum() + (log_q * glq.double()).sum(),
+        (mu64, lv64),
+    )
+    torch.testing.assert_close(got[3].double(), want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[4].double(), want[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["z", "kl", "log_q"])
+def test_each_output_alone_gives_the_right_gradient(which):
+    mu, logvar = inputs(9, 70, torch.float32)
+    eps = torch.randn(9, 70, device=DEVICE)
+    outs = dict(
+        zip(
+            ("z", "kl", "log_q"),
+            reparameterize_kl_triton(mu, logvar, eps=eps, return_log_q=True, tiles=(4, 16)),
+            strict=True,
+        )
+    )
+    refs = dict(
+        zip(
+            ("z", "kl", "log_q"),
+            reparameterize_kl_reference(mu, logvar, eps, return_log_q=True),
+            strict=True,
+        )
+    )
+    got = torch.autograd.grad(outs[which].sum(), (mu, logvar), allow_unused=True)
+    want = torch.autograd.grad(refs[which].sum(), (mu, logvar), allow_unused=True)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(
+            g, torch.zeros_like(mu) if w is None else w, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_many_column_blocks_and_odd_tiles():
+    mu, logvar = inputs(37, 101, torch.float32)
+    eps = torch.randn(2, 37, 101, device=DEVICE)
+    z, kl, log_q = reparameterize_kl_triton(
+        mu, logvar, eps=eps, samples=2, return_log_q=True, tiles=(8, 16)
+    )
+    ref = reparameterize_kl_reference(mu, logvar, eps, return_log_q=True)
+    torch.testing.assert_close(z, ref[0])
+    torch.testing.assert_close(kl, ref[1], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(log_q, ref[2], rtol=1e-5, atol=1e-4)
+
+
+def test_non_contiguous_inputs_and_gradients():
+    base = torch.randn(40, 2 * 33, device=DEVICE)
+    mu = base[:, ::2].detach().requires_grad_()  # strided columns, not a copy
+    logvar_t = torch.randn(33, 40, device=DEVICE)
+    logvar = logvar_t.t().detach().requires_grad_()  # transposed
+    mu_view, logvar_view = base[:, ::2], logvar_t.t()
+    assert not mu_view.is_contiguous() and not logvar_view.is_contiguous()
+    eps = torch.randn(40, 33, device=DEVICE)
+    z, kl = reparameterize_kl(mu_view, logvar_view, eps=eps, backend="triton")
+    ref_z, ref_kl = reparameterize_kl_reference(mu_view, logvar_view, eps)
+    torch.testing.assert_close(z, ref_z)
+    torch.testing.assert_close(kl, ref_kl, rtol=1e-5, atol=1e-4)
+    # An expanded (stride-0) upstream gradient, as z.sum() produces.
+    g = torch.autograd.grad(
+        reparameterize_kl(mu, logvar, eps=eps, backend="triton")[0].sum(), (mu, logvar)
+    )
+    torch.testing.assert_close(g[0], torch.ones_like(mu))
+    torch.testing.assert_close(g[1], 0.5 * torch.exp(0.5 * logvar.detach()) * eps)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy reports the inf/NaN
+def test_extreme_values_follow_the_reference():
+    mu = torch.tensor([[0.5, -1.0, 2.0, float("nan"), 0.0, 1.0]], device=DEVICE).repeat(3, 1)
+    logvar = torch.tensor(
+        [
+            [80.0, -80.0, 0.0, 0.0, 1.0, 0.0],
+            [math.inf, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [-math.inf, 1.0, 0.0, 0.0, 0.0, float("nan")],
+        ],
+        device=DEVICE,
+    )
+    eps = torch.randn(3, 6, device=DEVICE)
+    eps[1, 0] = 0.0  # inf * 0 = NaN in both paths
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        z, kl = reparameterize_kl(mu.to(dtype), logvar.to(dtype), eps=eps, backend="triton")
+        ref_z, ref_kl = reparameterize_kl_reference(mu.to(dtype), logvar.to(dtype), eps)
+        torch.testing.assert_close(z, ref_z, equal_nan=True, **TOL[dtype])
+        torch.testing.assert_close(kl, ref_kl, equal_nan=True, rtol=1e-5, atol=1e-5)
+    assert torch.isnan(kl).all(), "each row holds a NaN or an inf - inf"
+
+
+def test_in_kernel_noise_is_standard_normal_and_uncorrelated():
+    n, d = 512, 256
+    mu = torch.zeros(n, d, device=DEVICE)
+    logvar = torch.zeros(n, d, device=DEVICE)
+    z, _ = reparameterize_kl(mu, logvar, seed=1234, backend="triton")
+    eps = z.double().cpu()
+    flat = eps.flatten()
+    assert abs(flat.mean().item()) < 4 / math.sqrt(flat.numel())  # 4 standard errors
+    assert abs(flat.var().item() - 1) < 0.01
+    assert stats.kstest(flat.numpy(), "norm").pvalue > 1e-3
+
+    def corr(a, b):
+        return torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+
+    assert abs(corr(eps[:, 1:], eps[:, :-1])) < 0.01, "neighbouring columns correlate"
+    assert abs(corr(eps[1:], eps[:-1])) < 0.01, "neighbouring rows correlate"
+
+
+def test_noise_is_a_function_of_seed_and_index_only():
+    mu, logvar = inputs(64, 40, torch.float32, requires_grad=False)
+    a = reparameterize_kl_triton(mu, logvar, seed=7, samples=2)[0]
+    b = reparameterize_kl_triton(mu, logvar, seed=7, samples=2, tiles=(4, 8))[0]
+    c = reparameterize_kl_triton(mu, logvar, seed=8, samples=2)[0]
+    assert torch.equal(a, b), "noise must not depend on tile sizes"
+    assert not torch.isclose(a, c).any(), "a new seed must give new noise everywhere"
+    assert not torch.isclose(a[0], a[1]).any(), "samples must differ"
+    torch.manual_seed(3)
+    first = reparameterize_kl(mu, logvar, backend="triton")[0]
+    torch.manual_seed(3)
+    second = reparameterize_kl(mu, logvar, backend="triton")[0]
+    assert torch.equal(first, second), "torch.manual_seed must make in-kernel noise reproducible"
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_backward_regenerates_the_forward_noise(samples):
+    mu, logvar = inputs(33, 70, torch.float32)
+    z, _ = reparameterize_kl_triton(mu, logvar, seed=99, samples=samples, tiles=(8, 32))
+    eps = (z.detach() - mu.detach()) / torch.exp(
+        0.5 * logvar.detach()
+    )  # the noise the forward used
+    g_mu, g_lv = torch.autograd.grad(z.sum(), (mu, logvar))
+    expected = 0.5 * torch.exp(0.5 * logvar.detach()) * eps
+    expected = expected if samples == 1 else expected.sum(0)
+    torch.testing.assert_close(g_lv, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g_mu, torch.full_like(mu, samples))
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        reparameterize_kl(torch.randn(2, 2), torch.randn(2, 2), backend="triton")
+
+
+def test_unsupported_dtype_is_rejected():
+    with pytest.raises(ValueError, match="fp32, fp16 or bf16"):
+        reparameterize_kl_triton(
+            torch.randn(2, 2, dtype=torch.float64, device=DEVICE),
+            torch.randn(2, 2, dtype=torch.float64, device=DEVICE),
+        )
+
+
+@pytest.mark.slow
+def test_compile_backend_matches_reference():
+    mu, logvar = inputs(31, 17, torch.float32)
+    eps = torch.randn(31, 17, device=DEVICE)
+    z, kl = reparameterize_kl(mu, logvar, eps=eps, backend="compile")
+    ref = reparameterize_kl_reference(mu, logvar, eps)
+    torch.testing.assert_close(z, ref[0])
+    torch.testing.assert_close(kl, ref[1])
+    g = torch.autograd.grad(z.sum() + kl.sum(), (mu, logvar))
+    want = torch.autograd.grad(ref[0].sum() + ref[1].sum(), (mu, logvar))
+    torch.testing.assert_close(g, want)
