@@ -139,7 +139,7 @@ def test_strict_mode_makes_a_broken_plugin_fatal(registry: Registry, tmp_path, m
     )
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.setenv("VAEBENCH_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match="vaebench-broken 1.0"):
+    with pytest.raises(PluginError, match=r"vaebench-broken 1\.0"):
         registry.load_entry_points()
 
 
