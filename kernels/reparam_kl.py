@@ -43,6 +43,7 @@ def _reparam_kl_fwd(
     z_ptr,
     kl_ptr,
     log_q_ptr,
+    eps_out_ptr,
     N,
     D,
     stride_mu_n,
@@ -52,6 +53,7 @@ def _reparam_kl_fwd(
     seed,
     HAS_EPS: tl.constexpr,
     RETURN_LOG_Q: tl.constexpr,
+    STORE_EPS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -75,6 +77,8 @@ def _reparam_kl_fwd(
         mu = tl.load(mu_ptr + mu_offsets, mask=tile_ok, other=0.0).to(tl.float32)
         logvar = tl.load(logvar_ptr + lv_offsets, mask=tile_ok, other=0.0).to(tl.float32)
         eps = _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
+        if STORE_EPS:  # the "store" variant: keep the noise for the backward pass
+            tl.store(eps_out_ptr + out_offsets, eps, mask=tile_ok)
 
         var = tl.exp(logvar)
         z = mu + tl.exp(0.5 * logvar) * eps
@@ -196,7 +200,7 @@ def tile_sizes(n: int, d: int) -> tuple[int, int, int]:
     return block_n, block_d, 4
 
 
-def forward(
+def launch_forward(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     eps: torch.Tensor | None,
@@ -204,6 +208,7 @@ def forward(
     samples: int,
     return_log_q: bool,
     tiles: tuple[int, int] | None = None,
+    eps_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, d = mu.shape
     block_n, block_d, warps = tile_sizes(n, d)
@@ -225,6 +230,7 @@ def forward(
         z,
         kl,
         log_q,
+        eps_out if eps_out is not None else z,
         n,
         d,
         mu.stride(0),
@@ -234,6 +240,7 @@ def forward(
         seed,
         HAS_EPS=eps is not None,
         RETURN_LOG_Q=return_log_q,
+        STORE_EPS=eps_out is not None,
         BLOCK_N=block_n,
         BLOCK_D=block_d,
         num_warps=warps,
@@ -241,7 +248,7 @@ def forward(
     return z, kl, log_q
 
 
-def backward(
+def launch_backward(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     eps: torch.Tensor | None,
@@ -295,13 +302,25 @@ def backward(
     return grad_mu, grad_logvar
 
 
+NOISE_MODES = ("regenerate", "store")
+
+
 class ReparamKL(torch.autograd.Function):
-    """Differentiable in ``mu`` and ``logvar``; saves only them (and an injected ``eps``)."""
+    """Differentiable in ``mu`` and ``logvar``.
+
+    ``noise="regenerate"`` (default) saves only ``mu`` and ``logvar`` (and an injected
+    ``eps``) and redraws the noise in the backward kernel; ``noise="store"`` writes the drawn
+    noise to an fp32 buffer and reads it back: one more tensor written and read, kept for
+    benchmarking the trade-off.
+    """
 
     @staticmethod
-    def forward(ctx, mu, logvar, eps, seed, samples, return_log_q, tiles):
-        z, kl, log_q = forward(mu, logvar, eps, seed, samples, return_log_q, tiles)
-        ctx.save_for_backward(mu, logvar, eps)
+    def forward(ctx, mu, logvar, eps, seed, samples, return_log_q, tiles, noise):
+        eps_out = None
+        if eps is None and noise == "store":
+            eps_out = torch.empty((samples, *mu.shape), device=mu.device, dtype=torch.float32)
+        z, kl, log_q = launch_forward(mu, logvar, eps, seed, samples, return_log_q, tiles, eps_out)
+        ctx.save_for_backward(mu, logvar, eps if eps_out is None else eps_out)
         ctx.seed, ctx.samples, ctx.tiles = seed, samples, tiles
         if not return_log_q:
             ctx.mark_non_differentiable(log_q)
@@ -312,10 +331,10 @@ class ReparamKL(torch.autograd.Function):
         mu, logvar, eps = ctx.saved_tensors
         if grad_log_q is not None and grad_log_q.dim() != 2:
             grad_log_q = None  # the placeholder output of a call without log_q
-        grad_mu, grad_logvar = backward(
+        grad_mu, grad_logvar = launch_backward(
             mu, logvar, eps, ctx.seed, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.tiles
         )
-        return grad_mu, grad_logvar, None, None, None, None, None
+        return grad_mu, grad_logvar, None, None, None, None, None, None
 
 
 def new_seed() -> int:
@@ -332,8 +351,14 @@ def reparameterize_kl_triton(
     samples: int = 1,
     return_log_q: bool = False,
     tiles: tuple[int, int] | None = None,
+    noise: str = "regenerate",
 ) -> tuple[torch.Tensor, ...]:
-    """The fused path of ``vaebench.kernels.reparameterize_kl`` (same contract)."""
+    """The fused path of ``vaebench.kernels.reparameterize_kl`` (same contract).
+
+    ``tiles`` overrides ``(BLOCK_N, BLOCK_D)``; ``noise`` picks a variant from ``NOISE_MODES``.
+    """
+    if noise not in NOISE_MODES:
+        raise ValueError(f"unknown noise mode '{noise}'; available: {', '.join(NOISE_MODES)}")
     if mu.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"the triton backend takes fp32, fp16 or bf16 inputs, got {mu.dtype}")
     if logvar.dtype != mu.dtype:
@@ -344,7 +369,7 @@ def reparameterize_kl_triton(
         seed = new_seed() if eps is None else 0
     if eps is not None:
         eps = eps.reshape(samples, *mu.shape)
-    z, kl, log_q = ReparamKL.apply(mu, logvar, eps, int(seed), samples, return_log_q, tiles)
+    z, kl, log_q = ReparamKL.apply(mu, logvar, eps, int(seed), samples, return_log_q, tiles, noise)
     if samples == 1:
         z = z[0]
         log_q = log_q[0] if return_log_q else log_q

@@ -166,10 +166,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 f"Quality on {first['dataset']} test split (nats per example, likelihood {first['likelihood']}, K={config.iw_samples})",
             )
         )
+        note = ""
+        if config.device == "cpu" and first["kernel_backend"] == "triton":
+            note = "; triton runs through its CPU interpreter here: a correctness path, not a speed figure"
         out.print(
             throughput_table(
                 rows,
-                f"Throughput on {config.device} ({first.get('timing_batch_size', '?')} examples per call, median of repeats, kernel {first['kernel_backend']})",
+                f"Throughput on {config.device} ({first.get('timing_batch_size', '?')} examples per call, "
+                f"median of repeats, kernel {first['kernel_backend']}{note})",
             )
         )
         out.print(f"results: {Path(config.out) / 'results.csv'}")

@@ -12,7 +12,7 @@ import torch
 
 from vaebench.data import looks_like_path
 from vaebench.errors import ConfigError
-from vaebench.kernels import BACKENDS
+from vaebench.kernels import BACKENDS, resolve_backend
 from vaebench.registry import Registry
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,6 +63,10 @@ class RunConfig:
                 f"unknown kernel backend '{self.kernel}'; available: {', '.join(BACKENDS)}"
             )
         device = resolve_device(self.device)
+        try:
+            resolve_backend(self.kernel, device)
+        except ValueError as exc:
+            raise ConfigError(f"--kernel {self.kernel}: {exc}") from None
         out = self.out or default_out_dir()
         return dataclasses.replace(self, device=device, out=str(out))
 

@@ -109,15 +109,18 @@ def quality_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for header in (
-        "model",
-        "prior",
-        "train samples/s",
-        "encode samples/s",
-        "decode samples/s",
-        "reparam+KL samples/s",
-    ):
+    kernels = sorted(
+        {
+            k.removeprefix("reparam_kl_").removesuffix("_samples_per_s")
+            for row in rows
+            for k in row
+            if k.startswith("reparam_kl_") and k.endswith("_samples_per_s")
+        }
+    )
+    for header in ("model", "prior", "train samples/s", "encode samples/s", "decode samples/s"):
         table.add_column(header, justify="left" if header in {"model", "prior"} else "right")
+    for kernel in kernels:
+        table.add_column(f"reparam+KL fwd+bwd\n{kernel}, samples/s", justify="right")
     for row in rows:
         table.add_row(
             row["plugin"],
@@ -125,6 +128,6 @@ def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
             _rate(row, "train"),
             _rate(row, "encode"),
             _rate(row, "decode"),
-            _rate(row, "reparam_kl"),
+            *(_rate(row, f"reparam_kl_{kernel}") for kernel in kernels),
         )
     return table

@@ -18,7 +18,7 @@ from vaebench import metrics
 from vaebench.config import RunConfig
 from vaebench.data import Dataset, load_path, looks_like_path
 from vaebench.errors import DataError
-from vaebench.kernels import resolve_backend
+from vaebench.kernels import resolve_backend, triton_available
 from vaebench.model import VAE
 from vaebench.registry import Registry
 from vaebench.results import environment, write_json, write_results
@@ -47,6 +47,18 @@ class SilentReporter:
 
     def finished(self, row: dict[str, Any]) -> None:
         pass
+
+
+def timed_backends(selected: str, device: torch.device) -> list[str]:
+    """Backends whose reparameterization + KL time the run reports beside the models'.
+
+    On CUDA every backend (the comparison the fused kernel exists for); on the CPU the one in
+    use and the torch reference, since compiling takes longer than a whole default run.
+    """
+    if device.type == "cuda":
+        candidates = ["torch", "compile", "triton"] if triton_available() else ["torch", "compile"]
+        return list(dict.fromkeys([selected, *candidates]))
+    return list(dict.fromkeys([selected, "torch"]))
 
 
 def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
@@ -113,13 +125,16 @@ def run(
     timing_batch = x_train[: min(config.batch_size, MAX_TIMING_BATCH)]
     steps = config.epochs * math.ceil(x_train.shape[0] / config.batch_size)
 
-    reparam = measure_reparam_kl(
-        kernel_backend,
-        rows=timing_batch.shape[0],
-        latent_dim=config.latent_dim,
-        device=device,
-        min_run_time=config.timing_min_time,
-    )
+    reparam = {
+        backend: measure_reparam_kl(
+            backend,
+            rows=timing_batch.shape[0],
+            latent_dim=config.latent_dim,
+            device=device,
+            min_run_time=config.timing_min_time,
+        )
+        for backend in timed_backends(kernel_backend, device)
+    }
 
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
@@ -163,8 +178,9 @@ def run(
             if not outcome.diverged:
                 row.update(evaluate(model, dataset, x_train, x_test, config))
                 row.update(throughput(model, timing_batch, config))
-                row["reparam_kl_samples_per_s"] = reparam.samples_per_s
-                row["reparam_kl_spread"] = reparam.relative_spread
+                for backend, timing in reparam.items():
+                    row[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
+                    row[f"reparam_kl_{backend}_spread"] = timing.relative_spread
         except Exception as exc:  # a broken plugin or model fails alone; the others run
             row["status"] = f"failed: {_one_line(exc)}"
         rows.append(row)
