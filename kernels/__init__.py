@@ -73,6 +73,7 @@ def reparameterize_kl(
     samples: int = 1,
     backend: str = "auto",
     return_log_q: bool = False,
+    noise: str = "regenerate",
 ) -> tuple[torch.Tensor, ...]:
     """Sample z ~ q(z|x) = N(mu, exp(logvar)) by reparameterization and the KL to N(0, I).
 
@@ -81,7 +82,8 @@ def reparameterize_kl(
     ``return_log_q`` also log q(z|x) in fp32, ``(N,)`` or ``(samples, N)``. ``eps`` injects
     the noise (same shape as ``z``); otherwise it is drawn from ``seed`` (from torch's
     generator when not given, so ``torch.manual_seed`` makes runs reproducible).
-    Differentiable in ``mu`` and ``logvar``.
+    Differentiable in ``mu`` and ``logvar``. ``noise`` (triton only): ``regenerate`` redraws
+    the noise in the backward kernel, ``store`` keeps it in a buffer (a benchmark variant).
     """
     if mu.shape != logvar.shape or mu.ndim != 2:
         raise ValueError(
@@ -97,7 +99,7 @@ def reparameterize_kl(
         from vaebench.kernels.reparam_kl import reparameterize_kl_triton
 
         return reparameterize_kl_triton(
-            mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q
+            mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q, noise=noise
         )
     if eps is None:
         eps = _draw_noise(z_shape, mu, seed)

@@ -1,0 +1,59 @@
+"""The benchmarks are not part of the test run, but each must still run once so it cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+def test_every_pytest_benchmark_runs_once():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks/",
+            "--benchmark-disable",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def test_results_script_writes_a_markdown_table(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks import reparam_kl
+
+    markdown, csv = tmp_path / "RESULTS.md", tmp_path / "r.csv"
+    code = reparam_kl.main(
+        [
+            "--device",
+            "cpu",
+            "--sizes",
+            "33x7",
+            "--dtypes",
+            "fp32,bf16",
+            "--backends",
+            "torch",
+            "--markdown",
+            str(markdown),
+            "--csv",
+            str(csv),
+        ]
+    )
+    assert code == 0
+    text = markdown.read_text()
+    assert "device-to-device copy bandwidth" in text and "| torch | fwd+bwd | 33x7 | bf16 |" in text
+    assert text.count("| torch |") == 4
