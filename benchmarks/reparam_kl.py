@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from benchmarks.cases import CPU_SIZES, DTYPES, GPU_SIZES, VARIANTS, Case, make_step, minimal_bytes
-from vaebench.results import atomic_write_text
+from vaebench.results import atomic_write_text, cpu_name
 
 DIRECTIONS = ("forward", "fwd+bwd")
 
@@ -137,7 +137,7 @@ def conditions(device: torch.device) -> dict[str, str]:
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor() or platform.machine()
+        else f"{cpu_name()}, {torch.get_num_threads()} threads"
     )
     return {
         "date": dt.date.today().isoformat(),

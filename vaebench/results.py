@@ -96,7 +96,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     return pd.read_csv(out_dir / "results.csv")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -140,8 +140,8 @@ def environment(device: str) -> dict[str, Any]:
         "triton": triton_version,
         "cuda": torch.version.cuda,
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
-        "cpu": _cpu_name(),
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
