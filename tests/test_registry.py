@@ -60,16 +60,16 @@ CLAIMS_MLP = """
 """
 
 
+def write_tiny(root):
+    """The well-behaved third-party plugin, installed under ``root``."""
+    return write_distribution(
+        root, "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"}
+    )
+
+
 @pytest.fixture
 def third_party(tmp_path, monkeypatch):
-    root = write_distribution(
-        tmp_path / "site",
-        "vaebench-tiny",
-        "0.3",
-        "vaebench_tiny",
-        GOOD_PLUGIN,
-        {"tiny": "vaebench_tiny"},
-    )
+    root = write_tiny(tmp_path / "site")
     monkeypatch.syspath_prepend(str(root))
     yield root
     sys.modules.pop("vaebench_tiny", None)
@@ -110,9 +110,7 @@ def test_broken_plugins_warn_once_and_the_rest_survive(registry: Registry, tmp_p
     write_distribution(
         root, "vaebench-half", "2.0", "vaebench_half", HOOK_FAILS, {"half": "vaebench_half"}
     )
-    write_distribution(
-        root / "b", "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"}
-    )
+    write_tiny(root / "b")
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.syspath_prepend(str(root / "b"))
     monkeypatch.delenv("VAEBENCH_STRICT_PLUGINS", raising=False)
@@ -165,9 +163,7 @@ def test_duplicate_name_names_both_owners(registry: Registry, tmp_path, monkeypa
 
 def test_plugins_command_lists_third_party_and_warns_about_broken(tmp_path):
     root = tmp_path / "site"
-    write_distribution(
-        root, "vaebench-tiny", "0.3", "vaebench_tiny", GOOD_PLUGIN, {"tiny": "vaebench_tiny"}
-    )
+    write_tiny(root)
     write_distribution(
         root / "x",
         "vaebench-broken",
@@ -194,14 +190,7 @@ def test_plugins_command_lists_third_party_and_warns_about_broken(tmp_path):
 
 
 def test_third_party_plugin_trains_end_to_end(tmp_path):
-    root = write_distribution(
-        tmp_path / "site",
-        "vaebench-tiny",
-        "0.3",
-        "vaebench_tiny",
-        GOOD_PLUGIN,
-        {"tiny": "vaebench_tiny"},
-    )
+    root = write_tiny(tmp_path / "site")
     out = tmp_path / "run"
     done = run_cli(
         "run",
