@@ -170,6 +170,7 @@ def test_bad_file_on_the_command_line_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0]
+    assert not (tmp_path / "out").exists(), "no half-made run folder for unusable data"
 
 
 def test_read_idx_rejects_trailing_garbage(tmp_path):

@@ -113,11 +113,11 @@ def run(
     """Train and measure every model of a resolved ``config``; returns the result rows."""
     reporter = reporter or SilentReporter()
     out = Path(config.out)
+    dataset = load_dataset(config, registry)  # bad data fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.to_dict())
     write_json(out / "environment.json", environment(config.device))
 
-    dataset = load_dataset(config, registry)
     likelihood = choose_likelihood(config.likelihood, dataset)
     device = torch.device(config.device)
     kernel_backend = resolve_backend(config.kernel, device)
