@@ -122,6 +122,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    report = commands.add_parser(
+        "report",
+        help="write an HTML report and its Markdown twin from run folders",
+        description="One self-contained HTML file (figures embedded) and report.md with PNGs beside it.",
+    )
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="HTML file (default: RUN_DIR/report.html of the first run)",
+    )
+
+    compare = commands.add_parser(
+        "compare",
+        help="per-model deltas between two runs; exit 1 on a regression",
+        description="Exit codes: 0 no regression, 1 a model regressed beyond the thresholds, 2 unusable input.",
+    )
+    compare.add_argument("base", type=Path, metavar="BASE_DIR")
+    compare.add_argument("new", type=Path, metavar="NEW_DIR")
+    compare.add_argument(
+        "--max-slowdown",
+        default="10%",
+        help="largest tolerated throughput drop (default: %(default)s)",
+    )
+    compare.add_argument(
+        "--max-nll-increase",
+        type=_bounded(float, low=0, what="a number"),
+        default=1.0,
+        help="largest tolerated IW-NLL rise in nats (default: %(default)s)",
+    )
     return parser
 
 
@@ -189,11 +222,51 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from vaebench.registry import load_registry
+    from vaebench.report import make_report
+
+    output = args.output or args.runs[0] / "report.html"
+    html_path, md_path = make_report(list(args.runs), output, load_registry())
+    print(f"report: {html_path}\nmarkdown: {md_path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from vaebench.compare import compare_runs, parse_fraction
+    from vaebench.console import comparison_table
+
+    result = compare_runs(
+        args.base,
+        args.new,
+        max_slowdown=parse_fraction(args.max_slowdown),
+        max_nll_increase=args.max_nll_increase,
+    )
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(comparison_table(result.table, f"{args.base} -> {args.new}"))
+    for name in result.only_in_base:
+        print(f"only in base: {name}")
+    for name in result.only_in_new:
+        print(f"only in new: {name}")
+    for line in result.regressions:
+        print(f"REGRESSION {line}")
+    if not result.regressions:
+        print(
+            f"no regression (thresholds: slowdown {args.max_slowdown}, NLL +{args.max_nll_increase} nats)"
+        )
+    return 1 if result.regressions else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console(stderr=True)
-    handlers = {"run": cmd_run, "plugins": cmd_plugins}
+    handlers = {
+        "run": cmd_run,
+        "plugins": cmd_plugins,
+        "report": cmd_report,
+        "compare": cmd_compare,
+    }
     try:
         return handlers[args.command](args, console)
     except VaebenchError as exc:

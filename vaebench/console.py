@@ -131,3 +131,35 @@ def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
             *(_rate(row, f"reparam_kl_{kernel}") for kernel in kernels),
         )
     return table
+
+
+def comparison_table(frame, title: str) -> Table:
+    """``vaebench compare``'s per-model deltas (pandas frame from ``compare_runs``)."""
+    table = Table(title=title, title_justify="left")
+    headers = (
+        "model",
+        "status base -> new",
+        "NLL base",
+        "NLL new",
+        "NLL delta",
+        "train",
+        "encode",
+        "decode",
+        "verdict",
+    )
+    for header in headers:
+        table.add_column(
+            header,
+            justify="left" if header in {"model", "status base -> new", "verdict"} else "right",
+        )
+    for _, row in frame.iterrows():
+        table.add_row(
+            row["model"],
+            f"{row['status_base']} -> {row['status_new']}",
+            _num(row["nll_base"]),
+            _num(row["nll_new"]),
+            _num(row["nll_delta"], "+.3f"),
+            *(_num(row[f"{kind}_change"], "+.1%") for kind in ("train", "encode", "decode")),
+            row["verdict"],
+        )
+    return table

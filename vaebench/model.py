@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from vaebench.kernels import reparameterize_kl
+
+if TYPE_CHECKING:
+    from vaebench.registry import Registry
 
 
 @dataclass
@@ -81,3 +85,26 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mean negative ELBO over the batch: the training loss."""
         return self.loss_terms(x).neg_elbo.mean()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model from plugins (saved in every checkpoint)."""
+
+    plugin: str
+    prior: str
+    likelihood: str
+    input_shape: tuple[int, ...]
+    latent_dim: int
+
+
+def build_model(registry: Registry, spec: ModelSpec, *, kernel_backend: str = "auto") -> VAE:
+    """Assemble a VAE from the registered factories named by ``spec``."""
+    shape, latent = tuple(spec.input_shape), spec.latent_dim
+    encoder = registry.get("encoder", spec.plugin).factory(shape, latent)
+    decoder = registry.get("decoder", spec.plugin).factory(shape, latent)
+    prior = registry.get("prior", spec.prior).factory(latent, input_shape=shape, encoder=encoder)
+    likelihood = registry.get("likelihood", spec.likelihood).factory(shape)
+    return VAE(
+        encoder, decoder, prior, likelihood, latent_dim=latent, kernel_backend=kernel_backend
+    )

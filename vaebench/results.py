@@ -13,11 +13,14 @@ import platform
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+
+from vaebench.errors import VaebenchError
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "plugin",
@@ -92,8 +95,57 @@ def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_json(out_dir / "results.json", records)
 
 
-def read_results(out_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(out_dir / "results.csv")
+@dataclass
+class Run:
+    name: str
+    path: Path
+    results: pd.DataFrame
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    history: dict[str, list[dict[str, float]]]
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    if not path.is_file():
+        if default is not None:
+            return default
+        raise VaebenchError(f"{path}: missing; is {path.parent} a vaebench run folder?")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VaebenchError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def load_run(path: Path) -> Run:
+    """One run folder; a one-line error when it is not one."""
+    results_path = path / "results.json"
+    if not path.is_dir():
+        raise VaebenchError(f"{path}: no such run folder")
+    rows = _read_json(results_path)
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise VaebenchError(f"{results_path}: holds no result rows")
+    frame = pd.DataFrame(rows)
+    for column in ("plugin", "prior", "status"):
+        if column not in frame:
+            raise VaebenchError(f"{results_path}: rows lack the '{column}' column")
+    return Run(
+        name=path.resolve().name,
+        path=path,
+        results=frame,
+        config=_read_json(path / "config.json", {}),
+        environment=_read_json(path / "environment.json", {}),
+        history=_read_json(path / "history.json", {}),
+    )
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    runs = [load_run(p) for p in paths]
+    seen: dict[str, int] = {}
+    for run in runs:  # two folders of the same name (a/run, b/run) stay distinguishable
+        seen[run.name] = seen.get(run.name, 0) + 1
+        if seen[run.name] > 1:
+            run.name = f"{run.name} ({seen[run.name]})"
+    return runs
 
 
 def cpu_name() -> str:

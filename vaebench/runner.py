@@ -15,11 +15,12 @@ from typing import Any, Protocol
 import torch
 
 from vaebench import metrics
+from vaebench.checkpoints import REPORT_EXAMPLES, checkpoint_path, save_checkpoint
 from vaebench.config import RunConfig
 from vaebench.data import Dataset, load_path, looks_like_path
 from vaebench.errors import DataError
 from vaebench.kernels import resolve_backend, triton_available
-from vaebench.model import VAE
+from vaebench.model import VAE, ModelSpec, build_model
 from vaebench.registry import Registry
 from vaebench.results import environment, write_json, write_results
 from vaebench.timing import measure_model, measure_reparam_kl
@@ -85,24 +86,6 @@ def choose_likelihood(requested: str, dataset: Dataset) -> str:
     return "bernoulli" if dataset.unit_interval else "gaussian"
 
 
-def build_model(
-    registry: Registry,
-    plugin: str,
-    prior: str,
-    likelihood: str,
-    dataset: Dataset,
-    config: RunConfig,
-) -> VAE:
-    shape, latent = dataset.input_shape, config.latent_dim
-    encoder = registry.get("encoder", plugin).factory(shape, latent)
-    decoder = registry.get("decoder", plugin).factory(shape, latent)
-    prior_obj = registry.get("prior", prior).factory(latent, input_shape=shape, encoder=encoder)
-    likelihood_obj = registry.get("likelihood", likelihood).factory(shape)
-    return VAE(
-        encoder, decoder, prior_obj, likelihood_obj, latent_dim=latent, kernel_backend=config.kernel
-    )
-
-
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
@@ -158,7 +141,8 @@ def run(
         label = f"{plugin}/{prior}"
         try:
             torch.manual_seed(config.seed)
-            model = build_model(registry, plugin, prior, likelihood, dataset, config).to(device)
+            spec = ModelSpec(plugin, prior, likelihood, dataset.input_shape, config.latent_dim)
+            model = build_model(registry, spec, kernel_backend=config.kernel).to(device)
             row["parameters"] = sum(p.numel() for p in model.parameters())
             model.eval()
             row["neg_elbo_untrained"] = metrics.elbo_terms(model, x_test)["neg_elbo"]
@@ -178,6 +162,9 @@ def run(
             if not outcome.diverged:
                 row.update(evaluate(model, dataset, x_train, x_test, config))
                 row.update(throughput(model, timing_batch, config))
+                path = checkpoint_path(out, plugin, prior)
+                save_checkpoint(path, model, spec, dataset.x_test[:REPORT_EXAMPLES])
+                row["checkpoint"] = str(path.relative_to(out))
                 for backend, timing in reparam.items():
                     row[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
                     row[f"reparam_kl_{backend}_spread"] = timing.relative_spread

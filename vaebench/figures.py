@@ -1,0 +1,141 @@
+"""Matplotlib figures for reports. Each function returns a Figure; the caller saves it.
+
+Inputs are plain tables and arrays (no models), so every figure can be redrawn from files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written headless; never open a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+HISTORY_TERMS = (("neg_elbo", "negative ELBO"), ("recon", "reconstruction NLL"), ("kl", "KL"))
+
+
+def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
+    """Per-epoch train-set terms, one line per model (label -> epochs)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    for ax, (key, title) in zip(axes, HISTORY_TERMS, strict=True):
+        for label, epochs in histories.items():
+            if epochs:
+                ax.plot(
+                    [e["epoch"] for e in epochs], [e[key] for e in epochs], label=label, marker="."
+                )
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+def _grouped_bars(
+    ax, labels: list[str], series: dict[str, list[float]], statuses: list[str]
+) -> None:
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(labels))
+    for i, (name, values) in enumerate(series.items()):
+        heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, heights, width, label=name)
+        ax.bar_label(
+            bars,
+            labels=[f"{h:,.3g}" if h else "" for h in heights],
+            fontsize="x-small",
+            rotation=90,
+            padding=2,
+        )
+    for xi, status in zip(x, statuses, strict=True):
+        if status != "ok":
+            ax.annotate(
+                status,
+                (xi, 0),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                rotation=90,
+                color="crimson",
+                fontsize="small",
+            )
+    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def quality_bars(frame: pd.DataFrame) -> Figure:
+    """IW-NLL and negative ELBO per model (lower is better); failed models are labelled."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(frame)), 4), constrained_layout=True)
+    _grouped_bars(
+        ax,
+        list(frame["label"]),
+        {"negative ELBO": list(frame["neg_elbo"]), "IW-NLL": list(frame["iw_nll"])},
+        list(frame["status"]),
+    )
+    ax.set_ylabel("nats per test example (lower is better)")
+    return fig
+
+
+def throughput_bars(frame: pd.DataFrame) -> Figure:
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(frame)), 4), constrained_layout=True)
+    _grouped_bars(
+        ax,
+        list(frame["label"]),
+        {kind: list(frame[f"{kind}_samples_per_s"]) for kind in ("train", "encode", "decode")},
+        list(frame["status"]),
+    )
+    ax.set_yscale("symlog")
+    ax.set_ylabel("samples/s (median, higher is better)")
+    return fig
+
+
+def kl_per_dim(labels: list[str], kl_rows: list[list[float]]) -> Figure:
+    """Heat map of the KL of each latent unit: the bright ones carry information."""
+    width = max(len(r) for r in kl_rows)
+    grid = np.full((len(kl_rows), width), np.nan)
+    for i, row in enumerate(kl_rows):
+        grid[i, : len(row)] = row
+    fig, ax = plt.subplots(
+        figsize=(max(6, 0.35 * width + 3), 0.5 * len(labels) + 1.5), constrained_layout=True
+    )
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("latent dimension")
+    fig.colorbar(image, ax=ax, label="KL to N(0, I), nats")
+    return fig
+
+
+def as_pictures(batch: np.ndarray) -> np.ndarray:
+    """``(B, *input_shape)`` to ``(B, H, W)`` grey or ``(B, H, W, 3)`` colour pictures."""
+    if batch.ndim == 4:
+        return batch.transpose(0, 2, 3, 1) if batch.shape[1] == 3 else batch[:, 0]
+    if batch.ndim == 3:
+        return batch
+    return batch.reshape(batch.shape[0], 1, -1)
+
+
+def image_grid(rows: list[tuple[str, np.ndarray]], title: str) -> Figure:
+    """Rows of pictures, each row labelled: originals over reconstructions, a sample grid, a strip."""
+    columns = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.1 * columns + 1.2, 1.2 * len(rows) + 0.5), squeeze=False
+    )
+    for r, (label, images) in enumerate(rows):
+        pictures = as_pictures(np.clip(images, 0, 1))
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(pictures):
+                ax.imshow(pictures[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return fig

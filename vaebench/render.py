@@ -1,0 +1,133 @@
+"""Render a report's sections to one self-contained HTML file and a Markdown twin.
+
+Both come from the same ``Section`` list, so they never disagree. Every string that reaches
+HTML goes through ``html.escape``: plugin names, file names and settings are user input.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from vaebench.results import atomic_write_text
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    best: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to highlight
+
+
+@dataclass
+class Plot:
+    name: str  # file stem for the Markdown twin
+    figure: Figure
+    caption: str = ""
+
+
+Block = str | Table | Plot
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+td.best { background: #d9f2d9; font-weight: bold; }
+img { max-width: 100%; }
+figcaption { font-size: 0.85rem; color: #555; }
+"""
+
+
+def figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = []
+    for r, row in enumerate(table.rows):
+        cells = "".join(
+            f'<td class="best">{html.escape(v)}</td>'
+            if (r, c) in table.best
+            else f"<td>{html.escape(v)}</td>"
+            for c, v in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([|\\`*_<>\[\]])", r"\\\1", text)
+
+
+def _md_table(table: Table) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in table.headers) + " |"]
+    lines.append("| " + " | ".join("---" for _ in table.headers) + " |")
+    for r, row in enumerate(table.rows):
+        cells = [
+            f"**{_md_escape(v)}**" if (r, c) in table.best and v else _md_escape(v)
+            for c, v in enumerate(row)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(sections: list[Section], title: str, html_path: Path) -> tuple[Path, Path]:
+    """Write ``html_path`` and ``report.md`` beside it, with PNGs in ``<stem>_figures/``."""
+    md_path = html_path.with_name(f"{html_path.stem}.md")
+    figure_dir = html_path.with_name(f"{html_path.stem}_figures")
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    html_parts = [
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    md_parts = [f"# {_md_escape(title)}"]
+    for section in sections:
+        html_parts.append(f'<section id="{section.id}"><h2>{html.escape(section.title)}</h2>')
+        md_parts.append(f"## {_md_escape(section.title)}")
+        for block in section.blocks:
+            if isinstance(block, str):
+                html_parts.append(f"<p>{html.escape(block)}</p>")
+                md_parts.append(_md_escape(block))
+            elif isinstance(block, Table):
+                html_parts.append(_html_table(block))
+                md_parts.append(_md_table(block))
+            else:
+                png = figure_png(block.figure)
+                (figure_dir / f"{block.name}.png").write_bytes(png)
+                data = base64.b64encode(png).decode("ascii")
+                caption = html.escape(block.caption)
+                html_parts.append(
+                    f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{caption}</figcaption></figure>"
+                )
+                md_parts.append(
+                    f"![{_md_escape(block.caption)}]({figure_dir.name}/{block.name}.png)"
+                )
+        html_parts.append("</section>")
+    html_parts.append("</body></html>")
+    atomic_write_text(html_path, "\n".join(html_parts) + "\n")
+    atomic_write_text(md_path, "\n\n".join(md_parts) + "\n")
+    return html_path, md_path
