@@ -1,4 +1,11 @@
-"""Built-in observation models: Bernoulli (logits) and Gaussian (learned global scale)."""
+"""Built-in observation models p(x|z), all returning log-densities summed over the data, in nats.
+
+``bernoulli``: logits, binary cross-entropy (the usual choice for data in [0, 1]).
+``gaussian``: means with one global sigma, learned, or fixed with ``-L sigma=0.1`` (then the
+NLL is a scaled MSE plus a constant). ``categorical``: a softmax over ``bins`` discretized
+intensities per value (``-L bins=256``): cross-entropy on the bin of each value; the decoder
+is built for ``param_shape`` = bins logits per value.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +25,6 @@ def _sum_over_data(t: torch.Tensor) -> torch.Tensor:
 
 
 class Bernoulli(nn.Module):
-    """-log p(x|z) is binary cross-entropy with logits; valid for 0/1 data, the usual choice for [0, 1]."""
-
     def __init__(self, input_shape: tuple[int, ...]) -> None:
         super().__init__()
 
@@ -34,11 +39,17 @@ class Bernoulli(nn.Module):
 
 
 class Gaussian(nn.Module):
-    """N(x; mean, sigma^2) with one learned log-sigma shared by all pixels."""
+    """N(x; mean, sigma^2): sigma learned (one for all values) unless given."""
 
-    def __init__(self, input_shape: tuple[int, ...], init_log_sigma: float = math.log(0.1)) -> None:
+    def __init__(self, input_shape: tuple[int, ...], sigma: float | None = None) -> None:
         super().__init__()
-        self.log_sigma = nn.Parameter(torch.tensor(float(init_log_sigma)))
+        if sigma is not None and not float(sigma) > 0:
+            raise ValueError(f"gaussian: sigma must be positive, got {sigma}")
+        start = torch.tensor(math.log(0.1 if sigma is None else float(sigma)))
+        if sigma is None:
+            self.log_sigma = nn.Parameter(start)
+        else:
+            self.register_buffer("log_sigma", start)
 
     def log_prob(self, mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mean = mean.float()
@@ -50,7 +61,37 @@ class Gaussian(nn.Module):
         return mean
 
 
+class Categorical(nn.Module):
+    """A softmax over ``bins`` levels per value; x in [0, 1] falls in bin round(x * (bins - 1))."""
+
+    def __init__(self, input_shape: tuple[int, ...], bins: int = 256) -> None:
+        super().__init__()
+        if int(bins) < 2:
+            raise ValueError(f"categorical: bins must be >= 2, got {bins}")
+        self.bins = int(bins)
+        self.input_shape = tuple(input_shape)
+        self.register_buffer("levels", torch.linspace(0, 1, self.bins), persistent=False)
+
+    def param_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (input_shape[0] * self.bins, *input_shape[1:])
+
+    def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(
+            logits.float().view(logits.shape[0], self.bins, *self.input_shape), dim=1
+        )
+
+    def log_prob(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        target = (x.clamp(0, 1) * (self.bins - 1)).round().long()
+        target = target.expand(logits.shape[0], *target.shape[1:])
+        return _sum_over_data(self._log_probs(logits).gather(1, target.unsqueeze(1)).squeeze(1))
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = self._log_probs(logits).exp()
+        return (probs * self.levels.view(1, -1, *([1] * len(self.input_shape)))).sum(1)
+
+
 @hookimpl
 def vaebench_register_likelihoods(register):
     register("bernoulli", Bernoulli)
     register("gaussian", Gaussian)
+    register("categorical", Categorical)

@@ -3,11 +3,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+
+# The sample metrics' classifier cache: one per test session, never the user's home.
+os.environ.setdefault("VAEBENCH_CACHE", tempfile.mkdtemp(prefix="vaebench-test-cache-"))
 
 # Without a GPU, Triton kernels run through the interpreter. Set before any kernel is defined.
 if not torch.cuda.is_available():

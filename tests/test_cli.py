@@ -54,11 +54,11 @@ def test_default_out_dir_is_under_runs(tmp_path):
     ("args", "needle"),
     [
         (["--plugins", "mlp,transformer"], "unknown plugin 'transformer'"),
-        (["--prior", "vamp9"], "unknown prior 'vamp9'; available: normal"),
+        (["--prior", "vamp9"], "unknown prior 'vamp9'; available: flow, mog, normal, vamp"),
         (["--dataset", "cifar"], "unknown dataset 'cifar'; available: digits, synthetic"),
         (
             ["--likelihood", "poisson"],
-            "unknown likelihood 'poisson'; available: bernoulli, gaussian",
+            "unknown likelihood 'poisson'; available: bernoulli, categorical, gaussian",
         ),
         (
             ["--dataset", "synthetic", "-D", "n_train=0"],

@@ -77,15 +77,18 @@ def third_party(tmp_path, monkeypatch):
 
 def test_builtins_are_registered_with_their_owner(registry: Registry):
     assert registry.families() == ["conv", "mlp"]
-    assert registry.names("prior") == ["normal"]
+    assert registry.names("prior") == ["flow", "mog", "normal", "vamp"]
+    assert registry.names("model") == ["ae", "dae", "iwae", "sae", "vae"]
     assert {"digits", "synthetic"} <= set(registry.names("dataset"))
-    assert registry.names("likelihood") == ["bernoulli", "gaussian"]
+    assert registry.names("likelihood") == ["bernoulli", "categorical", "gaussian"]
     owner = registry.get("encoder", "conv").owner
     assert owner.distribution == "vaebench" and owner.plugin == "vaebench.plugins.conv"
 
 
 def test_unknown_name_lists_the_available_ones(registry: Registry):
-    with pytest.raises(ConfigError, match=r"unknown prior 'gauss'; available: normal"):
+    with pytest.raises(
+        ConfigError, match=r"unknown prior 'gauss'; available: flow, mog, normal, vamp"
+    ):
         registry.get("prior", "gauss")
 
 

@@ -105,7 +105,7 @@ def test_report_puts_runs_side_by_side(tiny_run, hostile_registry, tmp_path):
     shutil.copytree(tiny_run, second)
     html_path, _ = make_report([tiny_run, second], tmp_path / "both.html", hostile_registry)
     html = html_path.read_text()
-    assert "run-a: mlp/normal" in html and "run-b: mlp/normal" in html
+    assert "run-a: vae:mlp/normal" in html and "run-b: vae:mlp/normal" in html
     assert '<td class="best">' in html
 
 
@@ -157,7 +157,7 @@ def test_compare_exit_codes(tiny_run, tmp_path, capsys):
     _edit(broken, status="diverged at step 1")
     assert main(["compare", str(tiny_run), str(broken)]) == 1
     out = capsys.readouterr().out
-    assert "REGRESSION mlp/normal: now diverged at step 1" in out
+    assert "REGRESSION vae:mlp/normal: now diverged at step 1" in out
 
     assert main(["compare", str(tiny_run), str(tmp_path / "missing")]) == 2
     other = tmp_path / "other"
@@ -167,4 +167,4 @@ def test_compare_exit_codes(tiny_run, tmp_path, capsys):
         row["prior"] = "elsewhere"
     (other / "results.json").write_text(json.dumps(rows))
     assert main(["compare", str(tiny_run), str(other)]) == 2
-    assert "no model (plugin/prior) in common" in capsys.readouterr().err
+    assert "no model (model:plugin/prior) in common" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["device_name"]
     history = json.loads((tmp_path / "history.json").read_text())
-    assert len(history["mlp/normal"]) == 8
+    assert len(history["vae:mlp/normal"]) == 8
     assert rows[0]["status"] == "ok"
 
 

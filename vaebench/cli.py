@@ -76,6 +76,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="priors, comma-separated (default: normal)",
     )
     run.add_argument(
+        "--model",
+        dest="models",
+        type=_name_list,
+        default=defaults.models,
+        help="objectives, comma-separated: vae, iwae, ae, dae, sae (default: vae); AE-family rows use N(0, I) for samples",
+    )
+    run.add_argument(
+        "--beta",
+        type=_bounded(float, low=0, what="a number"),
+        default=defaults.beta,
+        help="KL weight of the vae objective (default: 1)",
+    )
+    run.add_argument(
+        "--kl-warmup",
+        type=_non_negative_int,
+        default=defaults.kl_warmup,
+        help="epochs of linear KL warm-up for vae (default: 0)",
+    )
+    run.add_argument(
+        "--corruption",
+        type=_bounded(float, low=0, what="a number"),
+        default=defaults.corruption,
+        help="fraction of input values zeroed by dae (default: %(default)s)",
+    )
+    run.add_argument(
+        "--sparsity",
+        type=_bounded(float, low=0, what="a number"),
+        default=defaults.sparsity,
+        help="L1 weight on the code for sae (default: %(default)s)",
+    )
+    run.add_argument(
+        "--iwae-samples",
+        type=_positive_int,
+        default=defaults.iwae_samples,
+        help="K of the iwae training objective (default: %(default)s)",
+    )
+    run.add_argument(
+        "--prior-option",
+        "-P",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the priors, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)",
+    )
+    run.add_argument(
+        "--likelihood-option",
+        "-L",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the likelihood, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)",
+    )
+    run.add_argument(
         "--dataset",
         default=defaults.dataset,
         help="a registered dataset name, a .npz file or a folder of MNIST IDX files (default: %(default)s)",
@@ -169,6 +222,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         priors=args.priors,
         dataset=args.dataset,
         dataset_options=parse_options(args.dataset_option),
+        models=args.models,
+        prior_options=parse_options(args.prior_option, "--prior-option"),
+        likelihood_options=parse_options(args.likelihood_option, "--likelihood-option"),
+        beta=args.beta,
+        kl_warmup=args.kl_warmup,
+        corruption=args.corruption,
+        sparsity=args.sparsity,
+        iwae_samples=args.iwae_samples,
         likelihood=args.likelihood,
         latent_dim=args.latent_dim,
         epochs=args.epochs,

@@ -16,7 +16,7 @@ import pandas as pd
 from vaebench.errors import VaebenchError
 from vaebench.results import load_run
 
-KEY = ["plugin", "prior"]
+KEY = ["model", "plugin", "prior"]
 SPEEDS = ("train_samples_per_s", "encode_samples_per_s", "decode_samples_per_s")
 MUST_MATCH = ("dataset", "likelihood")
 
@@ -54,18 +54,27 @@ def compare_runs(
     base_dir: Path, new_dir: Path, *, max_slowdown: float, max_nll_increase: float
 ) -> Comparison:
     base, new = load_run(base_dir).results, load_run(new_dir).results
+    for frame in (base, new):  # runs from before --model existed trained the vae objective
+        if "model" not in frame:
+            frame["model"] = "vae"
     merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
-    label = merged["plugin"].astype(str) + "/" + merged["prior"].astype(str)
+    label = (
+        merged["model"].astype(str)
+        + ":"
+        + merged["plugin"].astype(str)
+        + "/"
+        + merged["prior"].astype(str)
+    )
     only_base = list(label[merged["_merge"] == "left_only"])
     only_new = list(label[merged["_merge"] == "right_only"])
     both = merged[merged["_merge"] == "both"].copy()
     if both.empty:
         raise VaebenchError(
-            f"{base_dir} and {new_dir} have no model (plugin/prior) in common; nothing to compare"
+            f"{base_dir} and {new_dir} have no model (model:plugin/prior) in common; nothing to compare"
         )
     rows, regressions = [], []
     for _, row in both.iterrows():
-        name = f"{row['plugin']}/{row['prior']}"
+        name = f"{row['model']}:{row['plugin']}/{row['prior']}"
         for column in MUST_MATCH:
             a, b = row.get(f"{column}_base"), row.get(f"{column}_new")
             if a is not None and b is not None and not pd.isna(a) and not pd.isna(b) and a != b:

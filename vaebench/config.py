@@ -24,6 +24,14 @@ class RunConfig:
 
     plugins: list[str] = field(default_factory=lambda: ["mlp"])
     priors: list[str] = field(default_factory=lambda: ["normal"])
+    models: list[str] = field(default_factory=lambda: ["vae"])
+    prior_options: dict[str, Any] = field(default_factory=dict)
+    likelihood_options: dict[str, Any] = field(default_factory=dict)
+    beta: float = 1.0
+    kl_warmup: int = 0
+    corruption: float = 0.3
+    sparsity: float = 0.05
+    iwae_samples: int = 5
     dataset: str = "digits"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     likelihood: str = "auto"
@@ -54,6 +62,8 @@ class RunConfig:
                 )
         for prior in self.priors:
             registry.get("prior", prior)
+        for model in self.models:
+            registry.get("model", model)
         if self.likelihood != "auto":
             registry.get("likelihood", self.likelihood)
         if not looks_like_path(self.dataset):
@@ -72,7 +82,7 @@ class RunConfig:
 
 
 def check_positive(config: RunConfig) -> None:
-    for name in ("latent_dim", "epochs", "batch_size", "iw_samples"):
+    for name in ("latent_dim", "epochs", "batch_size", "iw_samples", "iwae_samples"):
         if getattr(config, name) < 1:
             raise ConfigError(
                 f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
@@ -86,6 +96,15 @@ def check_positive(config: RunConfig) -> None:
         raise ConfigError("--plugins needs at least one name")
     if not config.priors:
         raise ConfigError("--prior needs at least one name")
+    if not config.models:
+        raise ConfigError("--model needs at least one name")
+    if not 0 <= config.corruption < 1:
+        raise ConfigError(f"--corruption must be in [0, 1), got {config.corruption}")
+    for name in ("beta", "sparsity", "kl_warmup"):
+        if getattr(config, name) < 0:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
+            )
 
 
 def resolve_device(device: str) -> str:
@@ -111,13 +130,13 @@ def default_out_dir(root: Path = Path("runs")) -> Path:
     return candidate
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
+def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str, Any]:
     """``KEY=VALUE`` strings to a dict, values as int, float or string."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--dataset-option expects KEY=VALUE, got '{pair}'")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got '{pair}'")
         value: Any = raw
         for cast in (int, float):
             try:

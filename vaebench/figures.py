@@ -16,7 +16,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-HISTORY_TERMS = (("neg_elbo", "negative ELBO"), ("recon", "reconstruction NLL"), ("kl", "KL"))
+HISTORY_TERMS = (
+    ("loss", "training loss (negative ELBO for vae)"),
+    ("recon", "reconstruction NLL"),
+    ("kl", "KL"),
+)
 
 
 def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
@@ -26,7 +30,10 @@ def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
         for label, epochs in histories.items():
             if epochs:
                 ax.plot(
-                    [e["epoch"] for e in epochs], [e[key] for e in epochs], label=label, marker="."
+                    [e["epoch"] for e in epochs],
+                    [e.get(key, math.nan) for e in epochs],
+                    label=label,
+                    marker=".",
                 )
         ax.set_title(title)
         ax.set_xlabel("epoch")

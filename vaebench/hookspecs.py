@@ -51,8 +51,9 @@ def vaebench_register_priors(register: Register) -> None:
     ``factory(latent_dim: int, **context) -> prior``. The prior offers ``log_prob(z) -> (B,)``
     (summed over latent dimensions) and ``sample(n) -> (n, latent_dim)``, in the manner of
     ``torch.distributions``. Make it a ``torch.nn.Module`` when it has learnable parameters:
-    they are trained with the model. ``context`` carries ``input_shape`` and ``encoder`` (what
-    a VampPrior needs); accept ``**context`` and ignore what you do not use.
+    they are trained with the model. ``context`` carries ``input_shape``, ``encoder`` and
+    ``examples`` (a few training inputs; what a VampPrior needs) and every
+    ``--prior-option KEY=VALUE``; accept ``**context`` and ignore what you do not use.
 
     Optional: ``standard_normal = True`` when the prior is exactly N(0, I), so the fused
     reparameterization + KL kernel gives the closed-form KL; or ``kl(mu, logvar) -> (B,)`` for
@@ -74,7 +75,22 @@ def vaebench_register_datasets(register: Register) -> None:
 def vaebench_register_likelihoods(register: Register) -> None:
     """Register observation models p(x|z).
 
-    ``factory(input_shape: tuple[int, ...]) -> likelihood``: an object (an ``nn.Module`` when
-    it has learnable parameters) with ``log_prob(params, x) -> (B,)`` summed over all data
-    dimensions, in nats, and ``mean(params) -> (B, *input_shape)`` for reconstructions.
+    ``factory(input_shape: tuple[int, ...], **options) -> likelihood``: an object (an
+    ``nn.Module`` when it has learnable parameters) with ``log_prob(params, x) -> (B,)``
+    summed over all data dimensions, in nats, and ``mean(params) -> (B, *input_shape)`` for
+    reconstructions. ``options`` come from ``--likelihood-option KEY=VALUE``. A likelihood
+    that needs more than one parameter per value offers ``param_shape(input_shape)``; the
+    decoder is then built for that shape instead of the input shape.
+    """
+
+
+@hookspec
+def vaebench_register_models(register: Register) -> None:
+    """Register training objectives (``--model``): what the encoder and decoder are trained for.
+
+    ``factory(**options) -> objective``; ``options`` holds ``beta``, ``kl_warmup_steps``,
+    ``corruption``, ``sparsity`` and ``iwae_samples`` (accept ``**options``). The objective has
+    ``variational: bool`` (True when q(z|x) is a distribution, so ELBO metrics apply) and
+    ``loss(model, x, step) -> (scalar loss, {"recon": (B,), "kl": (B,) or absent})`` where
+    ``model`` is a ``vaebench.model.VAE`` and ``step`` counts optimizer steps from 0.
     """

@@ -50,26 +50,6 @@ def elbo_terms(
 
 
 @torch.no_grad()
-def log_importance_weights(model: VAE, x: torch.Tensor, samples: int) -> torch.Tensor:
-    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples per example: ``(K, B)``.
-
-    All K samples of a batch go through the decoder in one call (no Python loop per
-    example or per sample).
-    """
-    mu, logvar = model.encode(x)
-    z, _, log_q = reparameterize_kl(
-        mu, logvar, samples=samples, backend=model.kernel_backend, return_log_q=True
-    )
-    z = z.reshape(samples, *mu.shape)
-    log_q = log_q.reshape(samples, x.shape[0])
-    flat_z = z.reshape(samples * x.shape[0], -1)
-    x_rep = x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * x.shape[0], *x.shape[1:])
-    log_px = model.likelihood.log_prob(model.decode(flat_z), x_rep).view(samples, -1)
-    log_pz = model.prior.log_prob(flat_z).view(samples, -1)
-    return log_px + log_pz - log_q
-
-
-@torch.no_grad()
 def iw_nll(model: VAE, x: torch.Tensor, samples: int) -> float:
     """Importance-weighted NLL estimate, -log (1/K) sum_k w_k (Burda et al., 2016), mean per example.
 
@@ -78,9 +58,29 @@ def iw_nll(model: VAE, x: torch.Tensor, samples: int) -> float:
     batch = max(1, IW_MAX_DECODES // samples)
     total = 0.0
     for xb in _batches(x, batch):
-        log_w = log_importance_weights(model, xb, samples).double()
+        log_w = model.log_importance_weights(xb, samples).double()
         total += -(torch.logsumexp(log_w, dim=0) - math.log(samples)).sum().item()
     return total / x.shape[0]
+
+
+@torch.no_grad()
+def deterministic_recon_nll(model: VAE, x: torch.Tensor, batch_size: int = 512) -> float:
+    """-log p(x | z = E_q[z]) per example: the autoencoders' reconstruction term."""
+    total = 0.0
+    for xb in _batches(x, batch_size):
+        mu, _ = model.encode(xb)
+        total += -model.likelihood.log_prob(model.decode(mu), xb).double().sum().item()
+    return total / x.shape[0]
+
+
+@torch.no_grad()
+def posterior_samples(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """One z ~ q(z|x) per example: a draw from the aggregate posterior."""
+    draws = []
+    for xb in _batches(x, batch_size):
+        mu, logvar = model.encode(xb)
+        draws.append(reparameterize_kl(mu, logvar, backend=model.kernel_backend)[0].float())
+    return torch.cat(draws)
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -82,9 +82,37 @@ class VAE(nn.Module):
         kl = self.kl_term(mu, logvar, z, fused_kl, log_q)
         return LossTerms(recon=recon, kl=kl, mu=mu, logvar=logvar)
 
+    def log_importance_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+        """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples per example: ``(K, B)``.
+
+        All K samples of a batch go through the decoder in one call (no Python loop per
+        example or per sample). Differentiable: the IWAE objective trains on it.
+        """
+        mu, logvar = self.encode(x)
+        z, _, log_q = reparameterize_kl(
+            mu, logvar, samples=samples, backend=self.kernel_backend, return_log_q=True
+        )
+        z = z.reshape(samples, *mu.shape)
+        log_q = log_q.reshape(samples, x.shape[0])
+        flat_z = z.reshape(samples * x.shape[0], -1)
+        x_rep = x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * x.shape[0], *x.shape[1:])
+        log_px = self.likelihood.log_prob(self.decode(flat_z), x_rep).view(samples, -1)
+        log_pz = self.prior.log_prob(flat_z).view(samples, -1)
+        return log_px + log_pz - log_q
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean negative ELBO over the batch: the training loss."""
+        """Mean negative ELBO over the batch."""
         return self.loss_terms(x).neg_elbo.mean()
+
+
+class Objective(Protocol):
+    """What a ``--model`` plugin provides (see ``hookspecs.vaebench_register_models``)."""
+
+    variational: bool
+
+    def loss(
+        self, model: VAE, x: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
 @dataclass(frozen=True)
@@ -96,15 +124,34 @@ class ModelSpec:
     likelihood: str
     input_shape: tuple[int, ...]
     latent_dim: int
+    prior_options: dict[str, Any] = field(default_factory=dict)
+    likelihood_options: dict[str, Any] = field(default_factory=dict)
 
 
-def build_model(registry: Registry, spec: ModelSpec, *, kernel_backend: str = "auto") -> VAE:
-    """Assemble a VAE from the registered factories named by ``spec``."""
+def build_model(
+    registry: Registry,
+    spec: ModelSpec,
+    *,
+    kernel_backend: str = "auto",
+    examples: torch.Tensor | None = None,
+) -> VAE:
+    """Assemble a VAE from the registered factories named by ``spec``.
+
+    The likelihood comes first: it may ask for more decoder outputs than input values
+    (``param_shape``). ``examples`` (a few training inputs) initialise data-shaped priors.
+    """
     shape, latent = tuple(spec.input_shape), spec.latent_dim
+    likelihood = registry.get("likelihood", spec.likelihood).factory(
+        shape, **spec.likelihood_options
+    )
+    param_shape = (
+        tuple(likelihood.param_shape(shape)) if hasattr(likelihood, "param_shape") else shape
+    )
     encoder = registry.get("encoder", spec.plugin).factory(shape, latent)
-    decoder = registry.get("decoder", spec.plugin).factory(shape, latent)
-    prior = registry.get("prior", spec.prior).factory(latent, input_shape=shape, encoder=encoder)
-    likelihood = registry.get("likelihood", spec.likelihood).factory(shape)
+    decoder = registry.get("decoder", spec.plugin).factory(param_shape, latent)
+    prior = registry.get("prior", spec.prior).factory(
+        latent, input_shape=shape, encoder=encoder, examples=examples, **spec.prior_options
+    )
     return VAE(
         encoder, decoder, prior, likelihood, latent_dim=latent, kernel_backend=kernel_backend
     )

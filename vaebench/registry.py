@@ -26,6 +26,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "vaebench.plugins.priors",
     "vaebench.plugins.datasets",
     "vaebench.plugins.likelihoods",
+    "vaebench.plugins.objectives",
 )
 
 KINDS: dict[str, str] = {
@@ -34,6 +35,7 @@ KINDS: dict[str, str] = {
     "prior": "vaebench_register_priors",
     "dataset": "vaebench_register_datasets",
     "likelihood": "vaebench_register_likelihoods",
+    "model": "vaebench_register_models",
 }
 
 STRICT_ENV = "VAEBENCH_STRICT_PLUGINS"

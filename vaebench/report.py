@@ -43,6 +43,8 @@ def combined(runs: list[Run]) -> pd.DataFrame:
         frame = run.results.copy()
         frame.insert(0, "run", run.name)
         model = frame["plugin"].astype(str) + "/" + frame["prior"].astype(str)
+        if "model" in frame:
+            model = frame["model"].fillna("vae").astype(str) + ":" + model
         frame["label"] = (run.name + ": " + model) if len(runs) > 1 else model
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)

@@ -19,14 +19,22 @@ from vaebench.checkpoints import REPORT_EXAMPLES, checkpoint_path, save_checkpoi
 from vaebench.config import RunConfig
 from vaebench.data import Dataset, load_path, looks_like_path
 from vaebench.errors import DataError
+from vaebench.generative import (
+    FeatureClassifier,
+    interpolation_smoothness,
+    load_or_train_classifier,
+    mmd,
+    sample_quality,
+)
 from vaebench.kernels import resolve_backend, triton_available
-from vaebench.model import VAE, ModelSpec, build_model
+from vaebench.model import VAE, ModelSpec, Objective, build_model
 from vaebench.registry import Registry
 from vaebench.results import environment, write_json, write_results
 from vaebench.timing import measure_model, measure_reparam_kl
 from vaebench.train import train
 
 MAX_TIMING_BATCH = 256
+EXAMPLES_FOR_PRIORS = 512  # training inputs offered to priors that start from data (VampPrior)
 
 
 class Reporter(Protocol):
@@ -90,6 +98,30 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
+def objective_options(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
+    return {
+        "beta": config.beta,
+        "kl_warmup_steps": config.kl_warmup * steps_per_epoch,
+        "corruption": config.corruption,
+        "sparsity": config.sparsity,
+        "iwae_samples": config.iwae_samples,
+    }
+
+
+def model_grid(config: RunConfig, registry: Registry, steps_per_epoch: int):
+    """(model name, objective, plugin, prior) for every combination to run.
+
+    The AE family trains without a prior: each AE-family model runs once per plugin, with
+    prior ``normal``, which only says where its "prior samples" are drawn (N(0, I)).
+    """
+    options = objective_options(config, steps_per_epoch)
+    for name in config.models:
+        objective = registry.get("model", name).factory(**options)
+        priors = config.priors if objective.variational else ["normal"]
+        for plugin, prior in itertools.product(config.plugins, priors):
+            yield name, objective, plugin, prior
+
+
 def run(
     config: RunConfig, registry: Registry, reporter: Reporter | None = None
 ) -> list[dict[str, Any]]:
@@ -106,7 +138,8 @@ def run(
     kernel_backend = resolve_backend(config.kernel, device)
     x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
     timing_batch = x_train[: min(config.batch_size, MAX_TIMING_BATCH)]
-    steps = config.epochs * math.ceil(x_train.shape[0] / config.batch_size)
+    steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
+    classifier = feature_classifier(dataset)
 
     reparam = {
         backend: measure_reparam_kl(
@@ -121,8 +154,9 @@ def run(
 
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
-    for plugin, prior in itertools.product(config.plugins, config.priors):
+    for name, objective, plugin, prior in model_grid(config, registry, steps_per_epoch):
         row: dict[str, Any] = {
+            "model": name,
             "plugin": plugin,
             "prior": prior,
             "dataset": dataset.name,
@@ -133,23 +167,35 @@ def run(
             "kernel_backend": kernel_backend,
             "iw_samples": config.iw_samples,
             "likelihood": likelihood,
+            "family": "vae" if objective.variational else "ae",
             "batch_size": config.batch_size,
             "lr": config.lr,
             "n_train": x_train.shape[0],
             "n_test": x_test.shape[0],
         }
-        label = f"{plugin}/{prior}"
+        label = f"{name}:{plugin}/{prior}"
         try:
             torch.manual_seed(config.seed)
-            spec = ModelSpec(plugin, prior, likelihood, dataset.input_shape, config.latent_dim)
-            model = build_model(registry, spec, kernel_backend=config.kernel).to(device)
+            spec = ModelSpec(
+                plugin,
+                prior,
+                likelihood,
+                dataset.input_shape,
+                config.latent_dim,
+                config.prior_options,
+                config.likelihood_options,
+            )
+            examples = dataset.x_train[:EXAMPLES_FOR_PRIORS]
+            model = build_model(registry, spec, kernel_backend=config.kernel, examples=examples).to(
+                device
+            )
             row["parameters"] = sum(p.numel() for p in model.parameters())
-            model.eval()
-            row["neg_elbo_untrained"] = metrics.elbo_terms(model, x_test)["neg_elbo"]
-            with reporter.training(label, steps):
+            row.update(untrained(model, objective, x_test))
+            with reporter.training(label, config.epochs * steps_per_epoch):
                 outcome = train(
                     model,
                     x_train,
+                    objective=objective,
                     epochs=config.epochs,
                     batch_size=config.batch_size,
                     lr=config.lr,
@@ -160,9 +206,9 @@ def run(
             row["train_seconds"] = outcome.seconds
             row["status"] = outcome.status
             if not outcome.diverged:
-                row.update(evaluate(model, dataset, x_train, x_test, config))
-                row.update(throughput(model, timing_batch, config))
-                path = checkpoint_path(out, plugin, prior)
+                row.update(evaluate(model, objective, dataset, x_train, x_test, config, classifier))
+                row.update(throughput(model, objective, timing_batch, config))
+                path = checkpoint_path(out, f"{name}-{plugin}", prior)
                 save_checkpoint(path, model, spec, dataset.x_test[:REPORT_EXAMPLES])
                 row["checkpoint"] = str(path.relative_to(out))
                 for backend, timing in reparam.items():
@@ -177,34 +223,80 @@ def run(
     return rows
 
 
+def feature_classifier(dataset: Dataset) -> tuple[FeatureClassifier, float] | None:
+    """The sample metrics' classifier, when the data has labels (trained once, then cached)."""
+    if not dataset.has_labels:
+        return None
+    return load_or_train_classifier(dataset)
+
+
+@torch.no_grad()
+def untrained(model: VAE, objective: Objective, x_test: torch.Tensor) -> dict[str, float]:
+    """The same network before its first step: what training must beat."""
+    model.eval()
+    if objective.variational:
+        return {"neg_elbo_untrained": metrics.elbo_terms(model, x_test)["neg_elbo"]}
+    return {"recon_nll_untrained": metrics.deterministic_recon_nll(model, x_test)}
+
+
+@torch.no_grad()
 def evaluate(
-    model: VAE, dataset: Dataset, x_train: torch.Tensor, x_test: torch.Tensor, config: RunConfig
+    model: VAE,
+    objective: Objective,
+    dataset: Dataset,
+    x_train: torch.Tensor,
+    x_test: torch.Tensor,
+    config: RunConfig,
+    classifier: tuple[FeatureClassifier, float] | None,
 ) -> dict[str, Any]:
+    """Test-split metrics. ELBO columns only for the VAE family (AE rows leave them empty)."""
     model.eval()
     torch.manual_seed(config.seed + 1)
-    terms = metrics.elbo_terms(model, x_test)
-    iw = metrics.iw_nll(model, x_test, config.iw_samples)
     test_means = metrics.posterior_means(model, x_test)
     result: dict[str, Any] = {
-        "neg_elbo": terms["neg_elbo"],
-        "recon_nll": terms["recon_nll"],
-        "kl": terms["kl"],
-        "iw_nll": iw,
-        "elbo_gap": terms["neg_elbo"] - iw,
         "active_units": metrics.active_units(test_means),
         "probe_accuracy": float("nan"),
-        "kl_per_dim": terms["kl_per_dim"],
     }
+    if objective.variational:
+        terms = metrics.elbo_terms(model, x_test)
+        iw = metrics.iw_nll(model, x_test, config.iw_samples)
+        result.update(
+            neg_elbo=terms["neg_elbo"],
+            recon_nll=terms["recon_nll"],
+            kl=terms["kl"],
+            iw_nll=iw,
+            elbo_gap=terms["neg_elbo"] - iw,
+            kl_per_dim=terms["kl_per_dim"],
+        )
+        codes = metrics.posterior_samples(model, x_test)
+    else:
+        result["recon_nll"] = metrics.deterministic_recon_nll(model, x_test)
+        codes = test_means.to(x_test.device)
     if dataset.has_labels:
         train_means = metrics.posterior_means(model, x_train)
         result["probe_accuracy"] = metrics.probe_accuracy(
             train_means, dataset.y_train, test_means, dataset.y_test
         )
+    prior_codes = model.prior.sample(len(x_test)).float()
+    result["latent_mmd"] = mmd(codes.cpu(), prior_codes.cpu())
+
+    def decode_mean(z: torch.Tensor) -> torch.Tensor:
+        return model.likelihood.mean(model.decode(z))
+
+    result.update(interpolation_smoothness(decode_mean, test_means.to(x_test.device)))
+    if classifier is not None:
+        network, accuracy = classifier
+        result.update(sample_quality(network, x_test, decode_mean(prior_codes)))
+        result["classifier_test_accuracy"] = accuracy
     return result
 
 
-def throughput(model: VAE, batch: torch.Tensor, config: RunConfig) -> dict[str, Any]:
-    timings = measure_model(model, batch, lr=config.lr, min_run_time=config.timing_min_time)
+def throughput(
+    model: VAE, objective: Objective, batch: torch.Tensor, config: RunConfig
+) -> dict[str, Any]:
+    timings = measure_model(
+        model, objective, batch, lr=config.lr, min_run_time=config.timing_min_time
+    )
     result: dict[str, Any] = {"timing_batch_size": batch.shape[0]}
     for name, timing in timings.items():
         result[f"{name}_samples_per_s"] = timing.samples_per_s

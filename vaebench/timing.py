@@ -14,7 +14,7 @@ import torch
 from torch.utils import benchmark
 
 from vaebench.kernels import reparameterize_kl
-from vaebench.model import VAE
+from vaebench.model import VAE, Objective
 
 WARMUP_CALLS = 3
 
@@ -55,9 +55,9 @@ def time_call(
 
 
 def measure_model(
-    model: VAE, batch: torch.Tensor, *, lr: float, min_run_time: float
+    model: VAE, objective: Objective, batch: torch.Tensor, *, lr: float, min_run_time: float
 ) -> dict[str, Timing]:
-    """Training step (forward, backward, Adam step), encode and decode throughput on ``batch``.
+    """Training step (objective forward, backward, Adam step), encode and decode throughput.
 
     The training step runs on a deep copy so that timing never changes the evaluated model.
     """
@@ -67,7 +67,7 @@ def measure_model(
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        scratch(batch).backward()
+        objective.loss(scratch, batch, 0)[0].backward()
         optimizer.step()
 
     model.eval()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from vaebench.model import VAE
+from vaebench.model import VAE, Objective
 
 
 @dataclass
@@ -29,13 +30,14 @@ def train(
     model: VAE,
     x_train: torch.Tensor,
     *,
+    objective: Objective,
     epochs: int,
     batch_size: int,
     lr: float,
     seed: int,
     on_step: Callable[[], None] | None = None,
 ) -> TrainOutcome:
-    """Train in place. A NaN or infinite loss stops this model with ``diverged at step N``."""
+    """Train in place on ``objective``. A NaN or infinite loss stops with ``diverged at step N``."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order_rng = torch.Generator().manual_seed(seed)
     outcome = TrainOutcome()
@@ -43,13 +45,12 @@ def train(
     n = x_train.shape[0]
     model.train()
     for epoch in range(1, epochs + 1):
-        sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
         seen = 0
         order = torch.randperm(n, generator=order_rng).to(x_train.device)
         for start in range(0, n, batch_size):
             xb = x_train[order[start : start + batch_size]]
-            terms = model.loss_terms(xb)
-            loss = terms.neg_elbo.mean()
+            loss, terms = objective.loss(model, xb, outcome.steps)
             outcome.steps += 1
             if not torch.isfinite(loss):
                 outcome.status = f"diverged at step {outcome.steps}"
@@ -60,9 +61,10 @@ def train(
             optimizer.step()
             b = xb.shape[0]
             seen += b
-            sums["neg_elbo"] += loss.item() * b
-            sums["recon"] += terms.recon.detach().mean().item() * b
-            sums["kl"] += terms.kl.detach().mean().item() * b
+            sums["loss"] += loss.item() * b
+            for key in ("recon", "kl"):
+                term = terms.get(key)
+                sums[key] += term.detach().mean().item() * b if term is not None else math.nan
             if on_step is not None:
                 on_step()
         outcome.history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()}})
