@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from vaebench.console import RichReporter, quality_table, throughput_table
+    from vaebench.console import RichReporter, generative_table, quality_table, throughput_table
     from vaebench.registry import load_registry
     from vaebench.runner import run
 
@@ -250,9 +250,22 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         out.print(
             quality_table(
                 rows,
-                f"Quality on {first['dataset']} test split (nats per example, likelihood {first['likelihood']}, K={config.iw_samples})",
+                f"Quality on {first['dataset']} test split (nats per example, likelihood {first['likelihood']}, "
+                f"K={config.iw_samples}; 'untrained' is -ELBO, or reconstruction for the AE family, before training)",
             )
         )
+        out.print(
+            generative_table(
+                rows,
+                "Prior samples and latent space (FD: Frechet distance of classifier features, test images vs "
+                "decoded prior samples, lower is better; MMD: aggregate posterior vs prior)",
+            )
+        )
+        if any(row.get("family") == "ae" for row in rows):
+            out.print(
+                "AE-family rows (ae, dae, sae) train without a prior: one row each per plugin, with "
+                "prior 'normal', meaning their 'prior samples' are decoded N(0, I) draws."
+            )
         note = ""
         if config.device == "cpu" and first["kernel_backend"] == "triton":
             note = "; triton runs through its CPU interpreter here: a correctness path, not a speed figure"

@@ -64,36 +64,51 @@ class RichReporter:
             self._progress.advance(self._task)
 
     def finished(self, row: dict[str, Any]) -> None:
-        line = f"{row['plugin']}/{row['prior']}: {row['status']}"
+        model, plugin, prior = _names(row)
+        line = f"{model}:{plugin}/{prior}: {row['status']}"
         if row["status"] != "ok":
             self.console.print(f"vaebench: model {line}", markup=False, highlight=False)
         elif not self.quiet:
             self.console.print(line, markup=False, highlight=False)
 
 
-def quality_table(rows: list[dict[str, Any]], title: str) -> Table:
+LEFT = {"model", "plugin", "prior", "status"}
+
+
+def _table(title: str, headers: tuple[str, ...]) -> Table:
     table = Table(title=title, title_justify="left")
-    for header in (
-        "model",
-        "prior",
-        "status",
-        "-ELBO",
-        "recon",
-        "KL",
-        "IW-NLL",
-        "gap",
-        "AU",
-        "probe acc",
-        "untrained -ELBO",
-    ):
-        table.add_column(
-            header, justify="left" if header in {"model", "prior", "status"} else "right"
-        )
+    for header in headers:
+        table.add_column(header, justify="left" if header in LEFT else "right")
+    return table
+
+
+def _names(row: dict[str, Any]) -> tuple[str, str, str]:
+    return str(row.get("model", "vae")), str(row["plugin"]), str(row["prior"])
+
+
+def quality_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = _table(
+        title,
+        (
+            "model",
+            "plugin",
+            "prior",
+            "status",
+            "-ELBO",
+            "recon",
+            "KL",
+            "IW-NLL",
+            "gap",
+            "AU",
+            "probe acc",
+            "untrained",
+        ),
+    )
     for row in rows:
         au = row.get("active_units")
+        untrained = row.get("neg_elbo_untrained", row.get("recon_nll_untrained"))
         table.add_row(
-            row["plugin"],
-            row["prior"],
+            *_names(row),
             row["status"],
             _num(row.get("neg_elbo")),
             _num(row.get("recon_nll")),
@@ -102,7 +117,33 @@ def quality_table(rows: list[dict[str, Any]], title: str) -> Table:
             _num(row.get("elbo_gap")),
             "–" if au is None else f"{au}/{row['latent_dim']}",
             _num(row.get("probe_accuracy"), ".3f"),
-            _num(row.get("neg_elbo_untrained")),
+            _num(untrained),
+        )
+    return table
+
+
+def generative_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = _table(
+        title,
+        (
+            "model",
+            "plugin",
+            "prior",
+            "sample FD",
+            "sample confidence",
+            "latent MMD",
+            "interp path ratio",
+            "interp max jump",
+        ),
+    )
+    for row in rows:
+        table.add_row(
+            *_names(row),
+            _num(row.get("sample_fd")),
+            _num(row.get("sample_confidence"), ".3f"),
+            _num(row.get("latent_mmd"), ".4f"),
+            _num(row.get("interp_path_ratio"), ".3f"),
+            _num(row.get("interp_max_jump"), ".3f"),
         )
     return table
 
@@ -117,14 +158,20 @@ def throughput_table(rows: list[dict[str, Any]], title: str) -> Table:
             if k.startswith("reparam_kl_") and k.endswith("_samples_per_s")
         }
     )
-    for header in ("model", "prior", "train samples/s", "encode samples/s", "decode samples/s"):
-        table.add_column(header, justify="left" if header in {"model", "prior"} else "right")
+    for header in (
+        "model",
+        "plugin",
+        "prior",
+        "train samples/s",
+        "encode samples/s",
+        "decode samples/s",
+    ):
+        table.add_column(header, justify="left" if header in LEFT else "right")
     for kernel in kernels:
         table.add_column(f"reparam+KL fwd+bwd\n{kernel}, samples/s", justify="right")
     for row in rows:
         table.add_row(
-            row["plugin"],
-            row["prior"],
+            *_names(row),
             _rate(row, "train"),
             _rate(row, "encode"),
             _rate(row, "decode"),

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")  # reports are written headless; never open a window
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+
+def _subplots(rows: int = 1, cols: int = 1, *, figsize, squeeze: bool = True):
+    """A Figure outside pyplot's global registry: nothing to close, nothing leaks."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(rows, cols, squeeze=squeeze)
+
 
 HISTORY_TERMS = (
     ("loss", "training loss (negative ELBO for vae)"),
@@ -25,7 +28,7 @@ HISTORY_TERMS = (
 
 def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
     """Per-epoch train-set terms, one line per model (label -> epochs)."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    fig, axes = _subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, HISTORY_TERMS, strict=True):
         for label, epochs in histories.items():
             if epochs:
@@ -78,7 +81,7 @@ def _grouped_bars(
 
 def quality_bars(frame: pd.DataFrame) -> Figure:
     """IW-NLL and negative ELBO per model (lower is better); failed models are labelled."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(frame)), 4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(max(6, 1.3 * len(frame)), 4))
     _grouped_bars(
         ax,
         list(frame["label"]),
@@ -90,7 +93,7 @@ def quality_bars(frame: pd.DataFrame) -> Figure:
 
 
 def throughput_bars(frame: pd.DataFrame) -> Figure:
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(frame)), 4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(max(6, 1.3 * len(frame)), 4))
     _grouped_bars(
         ax,
         list(frame["label"]),
@@ -102,15 +105,32 @@ def throughput_bars(frame: pd.DataFrame) -> Figure:
     return fig
 
 
+def family_bars(frame: pd.DataFrame) -> Figure:
+    """Sample FD and latent MMD per model, AE family and VAE family in two colours."""
+    colours = ["tab:red" if family == "ae" else "tab:blue" for family in frame["family"]]
+    fig, axes = _subplots(1, 2, figsize=(max(8, 1.4 * len(frame)), 4))
+    for ax, (column, title) in zip(
+        axes,
+        (("sample_fd", "sample FD (lower is better)"), ("latent_mmd", "latent MMD to the prior")),
+        strict=True,
+    ):
+        x = np.arange(len(frame))
+        ax.bar(x, frame[column].fillna(0.0), color=colours)
+        ax.set_xticks(x, list(frame["label"]), rotation=30, ha="right")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in ("tab:red", "tab:blue")]
+    axes[0].legend(handles, ["AE family", "VAE family"], fontsize="small")
+    return fig
+
+
 def kl_per_dim(labels: list[str], kl_rows: list[list[float]]) -> Figure:
     """Heat map of the KL of each latent unit: the bright ones carry information."""
     width = max(len(r) for r in kl_rows)
     grid = np.full((len(kl_rows), width), np.nan)
     for i, row in enumerate(kl_rows):
         grid[i, : len(row)] = row
-    fig, ax = plt.subplots(
-        figsize=(max(6, 0.35 * width + 3), 0.5 * len(labels) + 1.5), constrained_layout=True
-    )
+    fig, ax = _subplots(figsize=(max(6, 0.35 * width + 3), 0.5 * len(labels) + 1.5))
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("latent dimension")
@@ -130,7 +150,7 @@ def as_pictures(batch: np.ndarray) -> np.ndarray:
 def image_grid(rows: list[tuple[str, np.ndarray]], title: str) -> Figure:
     """Rows of pictures, each row labelled: originals over reconstructions, a sample grid, a strip."""
     columns = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         len(rows), columns, figsize=(1.1 * columns + 1.2, 1.2 * len(rows) + 0.5), squeeze=False
     )
     for r, (label, images) in enumerate(rows):

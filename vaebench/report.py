@@ -30,6 +30,13 @@ QUALITY_COLUMNS = (
     ("active_units", "active units", ".0f", None),
     ("probe_accuracy", "probe accuracy", ".3f", "max"),
 )
+GENERATIVE_COLUMNS = (
+    ("sample_fd", "sample FD", ".2f", "min"),
+    ("sample_confidence", "sample confidence", ".3f", "max"),
+    ("latent_mmd", "latent MMD", ".4f", "min"),
+    ("interp_path_ratio", "interp path ratio", ".3f", "min"),
+    ("interp_max_jump", "interp max jump", ".3f", "min"),
+)
 THROUGHPUT_COLUMNS = (
     ("train_samples_per_s", "train samples/s", ",.0f", "max"),
     ("encode_samples_per_s", "encode samples/s", ",.0f", "max"),
@@ -48,7 +55,10 @@ def combined(runs: list[Run]) -> pd.DataFrame:
         frame["label"] = (run.name + ": " + model) if len(runs) > 1 else model
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    for column, *_ in (*QUALITY_COLUMNS, *THROUGHPUT_COLUMNS):
+    if "family" not in table:
+        table["family"] = "vae"
+    table["family"] = table["family"].fillna("vae")
+    for column, *_ in (*QUALITY_COLUMNS, *GENERATIVE_COLUMNS, *THROUGHPUT_COLUMNS):
         if column not in table:
             table[column] = float("nan")
         table[column] = pd.to_numeric(table[column], errors="coerce")
@@ -126,6 +136,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 metric_table(frame, QUALITY_COLUMNS),
             ],
         ),
+        _family_section(frame),
         Section(
             "throughput",
             "Throughput (samples/s, median of repeats)",
@@ -166,6 +177,34 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
     ]
     sections += _picture_sections(runs, frame, registry)
     return sections
+
+
+def _family_section(frame: pd.DataFrame) -> Section:
+    """The theory's prediction, in numbers: AE latents are not a generative space."""
+    section = Section("families", "AE family vs VAE family: prior samples and latent space")
+    section.blocks.append(
+        "Sample FD: Frechet distance between a small classifier's features of test images and of "
+        "images decoded from prior samples (lower is better); sample confidence: that classifier's "
+        "mean top probability on the samples; latent MMD: how far the test set's codes are from the "
+        "prior (about 0 when they match); interpolation: decoded path length over end-to-end "
+        "distance, and the largest single step's share of the path (1/16 is perfectly even). "
+        "The AE family (ae, dae, sae) trains without a prior; its 'prior samples' are decoded "
+        "N(0, I) draws, exactly the experiment the theory says fails."
+    )
+    ordered = frame.sort_values("family", kind="stable")
+    section.blocks.append(
+        metric_table(ordered, (("family", "family", "s", None), *GENERATIVE_COLUMNS))
+    )
+    finished = ordered[(ordered["status"] == "ok") & ordered["sample_fd"].notna()]
+    if not finished.empty:
+        section.blocks.append(
+            Plot(
+                "families",
+                figures.family_bars(finished),
+                "Sample FD and latent MMD by model, coloured by family",
+            )
+        )
+    return section
 
 
 def _histories(runs: list[Run]) -> dict[str, list[dict[str, float]]]:
