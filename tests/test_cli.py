@@ -65,6 +65,14 @@ def test_default_out_dir_is_under_runs(tmp_path):
             "synthetic: option n_train must be an integer >= 1",
         ),
         (["--dataset", "synthetic", "-D", "colour=red"], "rejected its options"),
+        (["--model", "gan"], "unknown model 'gan'; available: ae, dae, iwae, sae, vae"),
+        (["--dataset", "synthetic", "-L", "bins=4"], "likelihood 'bernoulli' rejected its options"),
+        (
+            ["--likelihood", "categorical", "-L", "bins=1", "--dataset", "synthetic"],
+            "bins must be >= 2",
+        ),
+        (["--corruption", "1.5"], "--corruption must be in [0, 1)"),
+        (["-P", "components"], "--prior-option expects KEY=VALUE"),
     ],
 )
 def test_unknown_names_exit_2_with_one_line(args, needle, tmp_path, capsys):

@@ -11,7 +11,7 @@ from torch import distributions as D
 
 from vaebench import metrics
 from vaebench.model import VAE
-from vaebench.plugins.likelihoods import Bernoulli, Gaussian
+from vaebench.plugins.likelihoods import Bernoulli, Categorical, Gaussian
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.plugins.priors import StandardNormalPrior
 
@@ -170,3 +170,28 @@ def test_probe_accuracy_separates_informative_from_random_codes():
     )
     noise = torch.randn(600, 3)
     assert metrics.probe_accuracy(noise[:400], labels[:400], noise[400:], labels[400:]) < 0.55
+
+
+def test_fixed_sigma_gaussian_is_not_learned():
+    lik = Gaussian(SHAPE, sigma=0.3)
+    assert not list(lik.parameters())
+    mean, x = torch.randn(4, *SHAPE), torch.randn(4, *SHAPE)
+    expected = D.Normal(mean, 0.3).log_prob(x).flatten(1).sum(-1)
+    torch.testing.assert_close(lik.log_prob(mean, x), expected, rtol=1e-5, atol=1e-4)
+    assert list(Gaussian(SHAPE).parameters()), "without sigma the scale is learned"
+
+
+@pytest.mark.parametrize("bins", [2, 5, 256])
+def test_categorical_likelihood_matches_torch_distributions(bins):
+    lik = Categorical(SHAPE, bins=bins)
+    assert lik.param_shape(SHAPE) == (SHAPE[0] * bins, *SHAPE[1:])
+    logits = torch.randn(6, *lik.param_shape(SHAPE))
+    levels = torch.randint(0, bins, (6, *SHAPE))
+    x = levels.float() / (bins - 1)
+    per_value = logits.view(6, bins, *SHAPE).movedim(1, -1)  # (B, *shape, bins)
+    expected = D.Categorical(logits=per_value).log_prob(levels).flatten(1).sum(-1)
+    torch.testing.assert_close(lik.log_prob(logits, x), expected, rtol=1e-5, atol=1e-4)
+    probs = torch.softmax(per_value, -1)
+    torch.testing.assert_close(
+        lik.mean(logits), (probs * torch.linspace(0, 1, bins)).sum(-1), rtol=1e-5, atol=1e-6
+    )

@@ -18,7 +18,7 @@ from vaebench import metrics
 from vaebench.checkpoints import REPORT_EXAMPLES, checkpoint_path, save_checkpoint
 from vaebench.config import RunConfig
 from vaebench.data import Dataset, load_path, looks_like_path
-from vaebench.errors import DataError
+from vaebench.errors import ConfigError, DataError
 from vaebench.generative import (
     FeatureClassifier,
     interpolation_smoothness,
@@ -134,6 +134,7 @@ def run(
     write_json(out / "environment.json", environment(config.device))
 
     likelihood = choose_likelihood(config.likelihood, dataset)
+    check_likelihood_options(registry, likelihood, dataset, config.likelihood_options)
     device = torch.device(config.device)
     kernel_backend = resolve_backend(config.kernel, device)
     x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
@@ -221,6 +222,18 @@ def run(
         write_json(out / "history.json", histories)
         reporter.finished(row)
     return rows
+
+
+def check_likelihood_options(
+    registry: Registry, likelihood: str, dataset: Dataset, options: dict[str, Any]
+) -> None:
+    """Unknown or bad ``--likelihood-option`` values stop the run before any training."""
+    try:
+        registry.get("likelihood", likelihood).factory(dataset.input_shape, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"likelihood '{likelihood}' rejected its options {options}: {exc}"
+        ) from None
 
 
 def feature_classifier(dataset: Dataset) -> tuple[FeatureClassifier, float] | None:

@@ -1,0 +1,76 @@
+"""Sample and latent metrics against closed forms and hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaebench import generative
+from vaebench.generative import (
+    frechet_distance,
+    interpolation_smoothness,
+    load_or_train_classifier,
+    mmd,
+)
+from vaebench.plugins.datasets import synthetic
+
+
+def test_frechet_distance_matches_the_gaussian_closed_form():
+    """For diagonal Gaussians: ||m1 - m2||^2 + sum(s1 + s2 - 2 sqrt(s1 s2)) (variances s)."""
+    rng = np.random.default_rng(0)
+    m1, m2 = rng.normal(size=5), rng.normal(size=5)
+    v1, v2 = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)
+    a = m1 + rng.normal(size=(200_000, 5)) * np.sqrt(v1)
+    b = m2 + rng.normal(size=(200_000, 5)) * np.sqrt(v2)
+    expected = ((m1 - m2) ** 2).sum() + (v1 + v2 - 2 * np.sqrt(v1 * v2)).sum()
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.02, abs=0.02)
+
+
+def test_frechet_distance_against_scipy_sqrtm_and_with_few_samples():
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(400, 6)), rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6)) + 1
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(
+        ca + cb - 2 * linalg.sqrtm(ca @ cb).real
+    )
+    assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    few = rng.normal(size=(5, 64))  # singular covariances: finite, no warning
+    assert np.isfinite(frechet_distance(few, few + 0.1))
+
+
+def test_mmd_is_zero_for_one_distribution_and_grows_with_the_shift():
+    torch.manual_seed(0)
+    x, y = torch.randn(600, 4), torch.randn(600, 4)
+    assert abs(mmd(x, y)) < 0.01
+    shifted = [mmd(x, y + shift) for shift in (0.5, 1.0, 2.0)]
+    assert shifted[0] > 0.02 and shifted[0] < shifted[1] < shifted[2]
+
+
+def test_interpolation_of_a_linear_decoder_is_perfectly_smooth():
+    weight = torch.randn(3, 10)
+    codes = torch.randn(50, 3)
+    result = interpolation_smoothness(lambda z: z @ weight, codes, steps=16)
+    assert result["interp_path_ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert result["interp_max_jump"] == pytest.approx(1 / 16, abs=1e-5)
+    step = interpolation_smoothness(lambda z: (z[:, :1] > 0).float().repeat(1, 10), codes, steps=16)
+    assert step["interp_max_jump"] == pytest.approx(1.0), "a jump puts the whole path in one step"
+
+
+def test_classifier_is_trained_once_per_dataset_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv(generative.CACHE_ENV, str(tmp_path))
+    data = synthetic(seed=0, n_train=200, n_test=80, classes=3)
+    first, accuracy = load_or_train_classifier(data)
+    assert accuracy > 0.8, "blob position is easy to classify"
+    (cached,) = (tmp_path / "classifiers").glob("*.pt")
+    calls = []
+    monkeypatch.setattr(generative, "_train_classifier", lambda *a: calls.append(a))
+    second, again = load_or_train_classifier(data)
+    assert calls == [] and again == accuracy
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = synthetic(seed=1, n_train=200, n_test=80, classes=3)
+    assert generative.fingerprint(other) != cached.stem
