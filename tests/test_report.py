@@ -24,6 +24,7 @@ NASTY = "<script>alert(1)</script>"
 SECTIONS = (
     "configuration",
     "quality",
+    "families",
     "throughput",
     "training-curves",
     "quality-chart",
@@ -81,8 +82,8 @@ def test_report_has_every_section_and_escapes_plugin_names(tiny_run, hostile_reg
         assert f'<section id="{section}">' in html, section
     assert NASTY not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     images = decoded_images(html)
-    # curves, 2 bar charts, KL map, then 3 pictures for each of the 2 finished models
-    assert len(images) == 4 + 3 * 2
+    # families chart, curves, 2 bar charts, KL map, then 3 pictures for each of the 2 finished models
+    assert len(images) == 5 + 3 * 2
     assert all(img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50 for img in images)
     assert "diverged at step" in html, "a diverged model is shown as diverged, not left out"
     markdown = md_path.read_text()
