@@ -190,6 +190,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTML file (default: RUN_DIR/report.html of the first run)",
     )
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of settings from a TOML file, aggregated over seeds",
+        description="Exit codes: 0 every cell finished, 1 some cell diverged or failed, 2 unusable input.",
+    )
+    sweep.add_argument("file", type=Path, metavar="SWEEP.toml")
+    sweep.add_argument(
+        "--executor",
+        default="local",
+        help="local (a process pool, default) or ray, or one a plugin adds",
+    )
+    sweep.add_argument(
+        "--workers", type=_positive_int, default=1, help="cells run at once (default: %(default)s)"
+    )
+    sweep.add_argument(
+        "--out", type=Path, default=None, help="sweep folder (default: a new sweeps/<timestamp>)"
+    )
+    sweep.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out, skipping finished cells"
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="print the expanded cells and stop")
+    sweep.add_argument(
+        "--ray-address",
+        default=None,
+        help="address of a running Ray cluster (default: start a local one)",
+    )
+    sweep.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+
     compare = commands.add_parser(
         "compare",
         help="per-model deltas between two runs; exit 1 on a regression",
@@ -306,6 +334,57 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from vaebench.registry import load_registry
+    from vaebench.sweep import default_sweep_out, expand, load_sweep, run_sweep
+
+    registry = load_registry()
+    spec = load_sweep(args.file)
+    cells = expand(spec, registry)
+    executor = registry.get("executor", args.executor)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    if args.dry_run:
+        table = Table(title=f"{len(cells)} cells from {args.file}", title_justify="left")
+        table.add_column("cell")
+        for axis in spec.axes:
+            table.add_column(axis)
+        for cell in cells:
+            table.add_row(cell.cell_id, *(json.dumps(cell.axes[a]) for a in spec.axes))
+        out.print(table)
+        return 0
+    if args.resume and args.out is None:
+        raise VaebenchError("--resume needs --out, the folder of the sweep to continue")
+    folder = args.out or default_sweep_out()
+    statuses: list[str] = []
+    with Progress(console=console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task(f"sweep of {len(cells)} cells", total=len(cells))
+
+        def on_done(result: dict) -> None:
+            statuses.append(result["status"])
+            progress.advance(task)
+            if result["status"] != "ok":
+                print(f"vaebench: cell {result['cell_id']}: {result['status']}", file=sys.stderr)
+
+        sweep_frame, _summary = run_sweep(
+            spec,
+            cells,
+            folder,
+            lambda: executor.factory(workers=args.workers, address=args.ray_address),
+            resume=args.resume,
+            on_done=on_done,
+        )
+    bad = [s for s in sweep_frame.drop_duplicates("cell_id")["cell_status"] if s != "ok"]
+    if not args.quiet:
+        out.print(
+            f"{len(cells)} cells ({len(statuses)} run now, {len(cells) - len(statuses)} already done); "
+            f"{len(bad)} not ok"
+        )
+        out.print(f"per cell: {folder / 'sweep.csv'}\nover seeds: {folder / 'summary.csv'}")
+    return 1 if bad else 0
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from vaebench.compare import compare_runs, parse_fraction
     from vaebench.console import comparison_table
@@ -340,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plugins": cmd_plugins,
         "report": cmd_report,
         "compare": cmd_compare,
+        "sweep": cmd_sweep,
     }
     try:
         return handlers[args.command](args, console)

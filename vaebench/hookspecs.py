@@ -94,3 +94,15 @@ def vaebench_register_models(register: Register) -> None:
     ``loss(model, x, step) -> (scalar loss, {"recon": (B,), "kl": (B,) or absent})`` where
     ``model`` is a ``vaebench.model.VAE`` and ``step`` counts optimizer steps from 0.
     """
+
+
+@hookspec
+def vaebench_register_executors(register: Register) -> None:
+    """Register sweep executors (``vaebench sweep --executor NAME``).
+
+    ``factory(workers: int, **options) -> executor``: an object shaped like
+    ``concurrent.futures.Executor`` (``submit(fn, *args) -> Future``, usable as a context
+    manager that waits and cleans up on exit). ``fn`` and its arguments are picklable; the
+    cells write into the sweep folder, so remote workers need it on a shared filesystem.
+    ``options`` holds ``address`` (``--ray-address``) and any future executor settings.
+    """

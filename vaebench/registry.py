@@ -27,6 +27,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "vaebench.plugins.datasets",
     "vaebench.plugins.likelihoods",
     "vaebench.plugins.objectives",
+    "vaebench.plugins.executors",
 )
 
 KINDS: dict[str, str] = {
@@ -36,6 +37,7 @@ KINDS: dict[str, str] = {
     "dataset": "vaebench_register_datasets",
     "likelihood": "vaebench_register_likelihoods",
     "model": "vaebench_register_models",
+    "executor": "vaebench_register_executors",
 }
 
 STRICT_ENV = "VAEBENCH_STRICT_PLUGINS"

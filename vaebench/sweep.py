@@ -1,0 +1,309 @@
+"""Sweeps: a TOML grid of ``vaebench run`` settings, one run folder per cell, aggregated over seeds.
+
+Data flow: SWEEP.toml -> cells (fixed settings + one value per axis) -> an executor runs each
+cell as an ordinary run in ``OUT/cells/<cell>/`` and marks it done -> ``sweep.csv`` (a row per
+cell and model) and ``summary.csv`` (mean, std and count over seeds for every metric).
+
+A cell is complete when its ``done.json`` exists with status ``ok`` or ``diverged``; ``--resume``
+skips those and re-runs the rest (never started, interrupted, or ``error``), so an interrupted
+sweep loses nothing and repeats nothing that had finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vaebench.config import RunConfig, default_out_dir
+from vaebench.errors import ConfigError
+from vaebench.registry import Registry
+from vaebench.results import atomic_write_text, write_json
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+LIST_FIELDS = {"plugins", "priors", "models"}
+ALIASES = {"plugin": "plugins", "prior": "priors", "model": "models", "kernel_backend": "kernel"}
+NOT_SWEEPABLE = {"out", "quiet"}
+CELL_FILE = "cell.json"
+DONE_FILE = "done.json"
+COMPLETE = ("ok", "diverged")
+METRICS = (
+    "neg_elbo",
+    "recon_nll",
+    "kl",
+    "iw_nll",
+    "elbo_gap",
+    "active_units",
+    "probe_accuracy",
+    "sample_fd",
+    "sample_confidence",
+    "latent_mmd",
+    "interp_path_ratio",
+    "interp_max_jump",
+    "train_samples_per_s",
+    "encode_samples_per_s",
+    "decode_samples_per_s",
+    "train_seconds",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: its id, the axis values that define it and the full run settings."""
+
+    cell_id: str
+    axes: dict[str, Any]
+    settings: dict[str, Any]
+
+    def folder(self, out: Path) -> Path:
+        return out / "cells" / self.cell_id
+
+
+@dataclass
+class SweepSpec:
+    source: str
+    fixed: dict[str, Any]
+    axes: dict[str, list[Any]]
+
+
+def _field_name(key: str, source: str) -> str:
+    name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - NOT_SWEEPABLE
+    if name not in fields:
+        raise ConfigError(
+            f"{source}: unknown setting '{key}'; use any vaebench run option: {', '.join(sorted(fields))}"
+        )
+    return name
+
+
+def _value(name: str, value: Any) -> Any:
+    """TOML value to a RunConfig value: list fields take a name, a comma list or a list."""
+    if name in LIST_FIELDS:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    return value
+
+
+def load_sweep(path: Path) -> SweepSpec:
+    """Parse and check a sweep file: ``[fixed]`` settings and ``[axes]`` lists to cross."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such sweep file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+    unknown = set(data) - {"fixed", "axes"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table(s) {sorted(unknown)}; a sweep file has [fixed] and [axes]"
+        )
+    fixed = {
+        _field_name(k, str(path)): _value(_field_name(k, str(path)), v)
+        for k, v in data.get("fixed", {}).items()
+    }
+    axes: dict[str, list[Any]] = {}
+    for key, values in data.get("axes", {}).items():
+        name = _field_name(key, str(path))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: axis '{key}' must be a non-empty list, got {values!r}")
+        if name in fixed:
+            raise ConfigError(f"{path}: '{key}' is both fixed and an axis")
+        axes[name] = values
+    return SweepSpec(str(path), fixed, axes)
+
+
+def _slug(value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return re.sub(r"[^A-Za-z0-9.,=-]+", "_", text)[:40]
+
+
+def expand(spec: SweepSpec, registry: Registry) -> list[Cell]:
+    """Every combination of the axes, each checked like a ``vaebench run`` before anything runs."""
+    names = list(spec.axes)
+    cells = []
+    for index, combo in enumerate(itertools.product(*(spec.axes[n] for n in names))):
+        axes = dict(zip(names, combo, strict=True))
+        settings = {**spec.fixed, **{n: _value(n, v) for n, v in axes.items()}, "quiet": True}
+        try:
+            RunConfig(**settings, out="<cell>").resolve(registry)
+        except TypeError as exc:
+            raise ConfigError(f"{spec.source}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{spec.source}: cell {index} ({axes}): {exc}") from None
+        slug = "_".join(f"{n}={_slug(v)}" for n, v in axes.items()) or "single"
+        cells.append(Cell(f"{index:04d}-{slug}", axes, settings))
+    return cells
+
+
+def cell_status(cell: Cell, out: Path) -> str | None:
+    done = cell.folder(out) / DONE_FILE
+    if not done.is_file():
+        return None
+    try:
+        return str(json.loads(done.read_text())["status"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_cell(cell_id: str, settings: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Run one cell in this process (called by executor workers) and mark it done."""
+    from vaebench.registry import load_registry
+    from vaebench.runner import run
+
+    path = Path(folder)
+    if path.exists():
+        shutil.rmtree(path)  # leftovers of an interrupted attempt
+    path.mkdir(parents=True)
+    write_json(path / CELL_FILE, {"cell_id": cell_id, "settings": settings})
+    started = time.perf_counter()
+    try:
+        registry = load_registry()
+        config = RunConfig(**{**settings, "out": str(path / "run")}).resolve(registry)
+        rows = run(config, registry)
+        status = "ok" if all(r["status"] == "ok" for r in rows) else "diverged"
+    except Exception as exc:  # a failing cell is recorded; the sweep goes on
+        status = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+    result = {"cell_id": cell_id, "status": status, "seconds": time.perf_counter() - started}
+    write_json(path / DONE_FILE, result)
+    return result
+
+
+def prepare_out(out: Path, cells: list[Cell], spec: SweepSpec, resume: bool) -> None:
+    plan = {
+        "source": spec.source,
+        "fixed": spec.fixed,
+        "axes": spec.axes,
+        "cells": [c.cell_id for c in cells],
+    }
+    plan_path = out / "sweep.json"
+    if plan_path.is_file():
+        if not resume:
+            raise ConfigError(
+                f"{out} already holds a sweep; add --resume to continue it, or choose a new --out"
+            )
+        previous = json.loads(plan_path.read_text())
+        if previous.get("cells") != plan["cells"] or previous.get("fixed") != json.loads(
+            json.dumps(spec.fixed)
+        ):
+            raise ConfigError(
+                f"{out}: the sweep file changed since this sweep started; use a new --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(plan_path, plan)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    cells: list[Cell],
+    out: Path,
+    executor_factory: Callable[[], Any],
+    *,
+    resume: bool = False,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the cells not yet complete, then aggregate everything in ``out``.
+
+    The executor is made first, so a missing engine (Ray not installed) fails before the
+    sweep folder is touched.
+    """
+    pending = [c for c in cells if not (resume and cell_status(c, out) in COMPLETE)]
+    executor = executor_factory() if pending else None
+    if executor is None:
+        prepare_out(out, cells, spec, resume)
+        return aggregate(out, cells)
+    with executor:
+        prepare_out(out, cells, spec, resume)
+        try:
+            futures = {
+                executor.submit(run_cell, c.cell_id, c.settings, str(c.folder(out).resolve())): c
+                for c in pending
+            }
+            for future in as_completed(futures):
+                cell = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker itself died
+                    result = {
+                        "cell_id": cell.cell_id,
+                        "status": f"error: worker failed: {type(exc).__name__}: {exc}",
+                    }
+                    write_json(cell.folder(out) / DONE_FILE, result)
+                if on_done is not None:
+                    on_done(result)
+        finally:
+            frames = aggregate(
+                out, cells
+            )  # also after an interruption: what finished is summarised
+    return frames
+
+
+def _axis_value(value: Any) -> Any:
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _cell_rows(cell: Cell, out: Path) -> list[dict[str, Any]]:
+    status = cell_status(cell, out) or "not run"
+    base = {
+        "cell_id": cell.cell_id,
+        "cell_status": status,
+        **{f"axis.{k}": _axis_value(v) for k, v in cell.axes.items()},
+    }
+    results = cell.folder(out) / "run" / "results.json"
+    if status in COMPLETE and results.is_file():
+        return [{**base, **row} for row in json.loads(results.read_text())]
+    return [{**base, "status": status}]
+
+
+def aggregate(out: Path, cells: Iterable[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``sweep.csv``: a row per cell and model; ``summary.csv``: mean, std, count over seeds."""
+    cells = list(cells)
+    sweep = pd.DataFrame([row for cell in cells for row in _cell_rows(cell, out)])
+    sweep = sweep.drop(columns=[c for c in ("kl_per_dim",) if c in sweep])
+    atomic_write_text(out / "sweep.csv", sweep.to_csv(index=False))
+    summary = summarize(sweep)
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    return sweep, summary
+
+
+def summarize(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Group over everything but the seed; statistics over the models that finished."""
+    keys = [c for c in sweep.columns if c.startswith("axis.") and c != "axis.seed"]
+    keys += [c for c in ("model", "plugin", "prior") if c in sweep]
+    if not keys:
+        keys = ["all"]
+        sweep = sweep.assign(all="all")
+    finished = sweep[sweep.get("status", pd.Series(dtype=str)) == "ok"]
+    metrics = [m for m in METRICS if m in sweep]
+    groups = sweep.groupby(keys, dropna=False, sort=False)
+    summary = groups.size().rename("cells").reset_index()
+    done = finished.groupby(keys, dropna=False, sort=False).size().rename("finished").reset_index()
+    summary = summary.merge(done, on=keys, how="left")
+    summary["finished"] = summary["finished"].fillna(0).astype(int)
+    if metrics and len(finished):
+        stats = finished.groupby(keys, dropna=False, sort=False)[metrics].agg(
+            ["mean", "std", "count"]
+        )
+        stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+        summary = summary.merge(stats.reset_index(), on=keys, how="left")
+    return summary
+
+
+def default_sweep_out() -> Path:
+    return default_out_dir(Path("sweeps"))
