@@ -41,7 +41,10 @@ def sweep_file(tmp_path: Path, *, n_train: int = 96, epochs: int = 2, seeds: str
 def test_expansion_and_validation(tmp_path, registry):
     cells = expand(load_sweep(sweep_file(tmp_path)), registry)
     assert [c.cell_id for c in cells] == [
-        "0000-plugins=mlp_seed=0", "0001-plugins=mlp_seed=1", "0002-plugins=conv_seed=0", "0003-plugins=conv_seed=1",
+        "0000-plugins=mlp_seed=0",
+        "0001-plugins=mlp_seed=1",
+        "0002-plugins=conv_seed=0",
+        "0003-plugins=conv_seed=1",
     ]
     assert cells[2].settings["plugins"] == ["conv"] and cells[2].settings["epochs"] == 2
     bad = tmp_path / "bad.toml"
@@ -60,14 +63,19 @@ def test_expansion_and_validation(tmp_path, registry):
 
 
 def test_dry_run_lists_cells_without_running(tmp_path, capsys):
-    assert main(["sweep", str(sweep_file(tmp_path)), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(["sweep", str(sweep_file(tmp_path)), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    )
     assert "4 cells" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
 
 
 def test_local_sweep_aggregates_over_seeds_like_a_hand_computation(tmp_path):
     out = tmp_path / "out"
-    assert main(["sweep", str(sweep_file(tmp_path)), "--workers", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["sweep", str(sweep_file(tmp_path)), "--workers", "2", "--out", str(out), "--quiet"])
+        == 0
+    )
     sweep = pd.read_csv(out / "sweep.csv")
     assert len(sweep) == 4 and sorted(sweep["cell_id"]) == sorted(set(sweep["cell_id"]))
     assert (sweep["cell_status"] == "ok").all()
@@ -77,11 +85,20 @@ def test_local_sweep_aggregates_over_seeds_like_a_hand_computation(tmp_path):
         for seed in (0, 1):
             folder = out / "cells" / f"{'0000' if plugin == 'mlp' and seed == 0 else ''}"
             del folder
-            (cell,) = [p for p in (out / "cells").iterdir() if f"plugins={plugin}_seed={seed}" in p.name]
+            (cell,) = [
+                p for p in (out / "cells").iterdir() if f"plugins={plugin}_seed={seed}" in p.name
+            ]
             values.append(json.loads((cell / "run" / "results.json").read_text())[0]["iw_nll"])
         assert summary.loc[plugin, "iw_nll_mean"] == pytest.approx(statistics.mean(values))
         assert summary.loc[plugin, "iw_nll_std"] == pytest.approx(statistics.stdev(values))
         assert summary.loc[plugin, "iw_nll_count"] == 2 and summary.loc[plugin, "cells"] == 2
+    # The report understands a sweep: summary with error bars over seeds, every cell.
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    for section in ("sweep", "summary", "summary-chart", "cells"):
+        assert f'<section id="{section}">' in html
+    mlp_iw = summary.loc["mlp", "iw_nll_mean"], summary.loc["mlp", "iw_nll_std"]
+    assert f"{mlp_iw[0]:.2f} ± {mlp_iw[1]:.2f} (n=2)" in html
     # An existing sweep folder is not overwritten by accident.
     assert main(["sweep", str(sweep_file(tmp_path)), "--out", str(out), "--quiet"]) == 2
 
@@ -89,20 +106,37 @@ def test_local_sweep_aggregates_over_seeds_like_a_hand_computation(tmp_path):
 def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path):
     spec = sweep_file(tmp_path, n_train=512, epochs=6, seeds="0, 1, 2")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "vaebench", "sweep", str(spec), "--workers", "1", "--out", str(out), "--quiet"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = [
+        sys.executable,
+        "-m",
+        "vaebench",
+        "sweep",
+        str(spec),
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(out.glob("cells/*/done.json"))) < 2:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/done.json")}
-    assert 2 <= len(finished) < 6, f"the kill must land mid-sweep, {len(finished)} of 6 cells were done"
+    assert 2 <= len(finished) < 6, (
+        f"the kill must land mid-sweep, {len(finished)} of 6 cells were done"
+    )
 
     assert main(["sweep", str(spec), "--out", str(out), "--resume", "--quiet"]) == 0
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/done.json")}
     assert len(after) == 6
-    assert all(after[name] == stamp for name, stamp in finished.items()), "finished cells were run again"
+    assert all(after[name] == stamp for name, stamp in finished.items()), (
+        "finished cells were run again"
+    )
     sweep = pd.read_csv(out / "sweep.csv")
     assert len(sweep) == 6 and sweep["cell_id"].is_unique and (sweep["status"] == "ok").all()
     summary = pd.read_csv(out / "summary.csv")
@@ -112,29 +146,50 @@ def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path):
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     path = tmp_path / "fail.toml"
     path.write_text(
-        '[fixed]\nepochs = 1\niw_samples = 2\ntiming_min_time = 0.01\n'
+        "[fixed]\nepochs = 1\niw_samples = 2\ntiming_min_time = 0.01\n"
         f'[axes]\ndataset = ["synthetic", "{tmp_path / "corrupt.npz"}"]\n'
     )
     (tmp_path / "corrupt.npz").write_bytes(b"not an archive")
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out), "--quiet"]) == 1
     sweep = pd.read_csv(out / "sweep.csv")
-    statuses = dict(zip(sweep["axis.dataset"].str.contains("corrupt"), sweep["cell_status"], strict=True))
+    statuses = dict(
+        zip(sweep["axis.dataset"].str.contains("corrupt"), sweep["cell_status"], strict=True)
+    )
     assert statuses[False] == "ok" and statuses[True].startswith("error: DataError")
 
 
 def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    code = main(["sweep", str(sweep_file(tmp_path)), "--executor", "ray", "--out", str(tmp_path / "o")])
+    code = main(
+        ["sweep", str(sweep_file(tmp_path)), "--executor", "ray", "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and "pip install 'vaebench[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
 def test_the_same_sweep_on_a_local_ray_cluster(tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vaebench[ray]'); .ci/run installs it")
+    pytest.importorskip(
+        "ray", reason="Ray is not installed (pip install 'vaebench[ray]'); .ci/run installs it"
+    )
     out = tmp_path / "ray"
-    assert main(["sweep", str(sweep_file(tmp_path)), "--executor", "ray", "--workers", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                str(sweep_file(tmp_path)),
+                "--executor",
+                "ray",
+                "--workers",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     sweep = pd.read_csv(out / "sweep.csv")
     assert len(sweep) == 4 and (sweep["cell_status"] == "ok").all()
     assert list(pd.read_csv(out / "summary.csv")["iw_nll_count"]) == [2, 2]

@@ -18,6 +18,7 @@ from vaebench.errors import VaebenchError
 from vaebench.registry import Registry
 from vaebench.render import Plot, Section, Table, write_report
 from vaebench.results import Run, load_runs
+from vaebench.sweep_report import is_sweep, sweep_sections
 from vaebench.views import model_views
 
 # column, header, format, which value is best (None: no highlight)
@@ -288,6 +289,12 @@ def _picture_sections(runs: list[Run], frame: pd.DataFrame, registry: Registry) 
 
 
 def make_report(run_dirs: list[Path], html_path: Path, registry: Registry) -> tuple[Path, Path]:
+    """A run comparison, or a sweep summary when given one sweep folder."""
+    if any(is_sweep(path) for path in run_dirs):
+        if len(run_dirs) != 1:
+            raise VaebenchError("report one sweep folder at a time (or run folders only)")
+        title = f"vaebench sweep report: {run_dirs[0].resolve().name}"
+        return write_report(sweep_sections(run_dirs[0]), title, html_path)
     runs = load_runs(run_dirs)
     title = "vaebench report: " + ", ".join(run.name for run in runs)
     return write_report(build_sections(runs, registry), title, html_path)
