@@ -31,8 +31,10 @@ LOG_2PI = math.log(2 * math.pi)
 def _noise(eps_ptr, seed, offsets, mask, HAS_EPS: tl.constexpr):
     """The standard-normal noise of the elements at ``offsets``: injected or Philox."""
     if HAS_EPS:
-        return tl.load(eps_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    return tl.randn(seed, offsets)
+        eps = tl.load(eps_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    else:
+        eps = tl.randn(seed, offsets)
+    return eps
 
 
 @triton.jit
