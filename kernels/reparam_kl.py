@@ -190,7 +190,10 @@ def _reparam_kl_bwd(
 def tile_sizes(n: int, d: int) -> tuple[int, int, int]:
     """``(BLOCK_N, BLOCK_D, num_warps)``.
 
-    On a GPU: about 4096 elements a program, a column block of at most 128 (loops beyond).
+    On a GPU: 1024 elements a program over 4 warps (8 per thread), a column block of at most
+    128 (loops beyond). Larger tiles spill: compiled for sm_90, 32x128 with 4 warps needs 255
+    registers and 96 bytes of stack in the fp32 forward (Philox and Box-Muller state per
+    element); 8x128 needs 72 registers and no stack (``python -m benchmarks.kernel_aot``).
     Under the interpreter each program costs Python overhead, so tiles are large and few.
     """
     if triton_interpreting():
@@ -198,7 +201,7 @@ def tile_sizes(n: int, d: int) -> tuple[int, int, int]:
         block_n = min(triton.next_power_of_2(n), max(1, 65536 // block_d))
         return block_n, block_d, 4
     block_d = min(triton.next_power_of_2(d), 128)
-    block_n = min(triton.next_power_of_2(n), max(1, 4096 // block_d))
+    block_n = min(triton.next_power_of_2(n), max(1, 1024 // block_d))
     return block_n, block_d, 4
 
 

@@ -1,0 +1,63 @@
+"""The Triton kernels compiled for a real GPU target (sm_90, H100/H200), without a GPU.
+
+Triton's bundled ptxas and cuobjdump turn the kernels into a cubin here; this checks what the
+interpreter cannot: that they compile for the hardware, that the default tiles need no stack
+(spills to local memory would cost bandwidth) and that global loads and stores are 16 bytes wide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+triton = pytest.importorskip("triton")
+BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+PROBE = """
+import dataclasses, json
+from benchmarks import kernel_aot
+rows = []
+for block_n, block_d, warps in kernel_aot.default_configs():
+    for dtype in ("fp32", "bf16"):
+        rows.append(dataclasses.asdict(kernel_aot.forward(dtype, block_n, block_d, warps, 90)))
+        rows.append(dataclasses.asdict(kernel_aot.backward(dtype, block_n, block_d, warps, 90)))
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (BIN / "ptxas").exists() or not (BIN / "cuobjdump").exists(),
+    reason="Triton ships no NVIDIA tools here",
+)
+def test_default_tiles_compile_for_sm90_without_spills_and_with_wide_accesses():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(rows) == 8
+    for row in rows:
+        label = f"{row['kernel']} {row['dtype']} {row['tiles']}"
+        assert row["stack_bytes"] == 0, f"{label} spills: {row}"
+        assert row["registers"] <= 128, f"{label} needs {row['registers']} registers"
+        assert "ld.global.v4.b32" in row["loads"], (
+            f"{label} loads are not 16 bytes wide: {row['loads']}"
+        )
+        assert "st.global.v4.b32" in row["stores"], (
+            f"{label} stores are not 16 bytes wide: {row['stores']}"
+        )
