@@ -67,6 +67,18 @@ def _compile(fn, signature: dict[str, str], constants: dict, arch: int, warps: i
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
 
 
+def _analyse(
+    kernel: str, fn, signature: dict[str, str], constants: dict, dtype: str, warps: int, arch: int
+) -> Compiled:
+    compiled = _compile(fn, signature, constants, arch, warps)
+    registers, stack = _resource_usage(compiled.asm["cubin"])
+    ptx = compiled.asm["ptx"]
+    tiles = f"{constants['BLOCK_N']}x{constants['BLOCK_D']}"
+    return Compiled(
+        kernel, dtype, tiles, warps, registers, stack, _widths(ptx, "ld"), _widths(ptx, "st")
+    )
+
+
 def _widths(ptx: str, op: str) -> dict[str, int]:
     return dict(collections.Counter(re.findall(rf"{op}\.global(?:\.nc)?(?:\.v\d)?\.b\d+", ptx)))
 
@@ -98,19 +110,7 @@ def forward(
         "BLOCK_N": block_n,
         "BLOCK_D": block_d,
     }
-    compiled = _compile(reparam_kl._reparam_kl_fwd, signature, constants, arch, warps)
-    registers, stack = _resource_usage(compiled.asm["cubin"])
-    ptx = compiled.asm["ptx"]
-    return Compiled(
-        "forward",
-        dtype,
-        f"{block_n}x{block_d}",
-        warps,
-        registers,
-        stack,
-        _widths(ptx, "ld"),
-        _widths(ptx, "st"),
-    )
+    return _analyse("forward", reparam_kl._reparam_kl_fwd, signature, constants, dtype, warps, arch)
 
 
 def backward(dtype: str, block_n: int, block_d: int, warps: int, arch: int) -> Compiled:
@@ -147,18 +147,8 @@ def backward(dtype: str, block_n: int, block_d: int, warps: int, arch: int) -> C
         "BLOCK_N": block_n,
         "BLOCK_D": block_d,
     }
-    compiled = _compile(reparam_kl._reparam_kl_bwd, signature, constants, arch, warps)
-    registers, stack = _resource_usage(compiled.asm["cubin"])
-    ptx = compiled.asm["ptx"]
-    return Compiled(
-        "backward",
-        dtype,
-        f"{block_n}x{block_d}",
-        warps,
-        registers,
-        stack,
-        _widths(ptx, "ld"),
-        _widths(ptx, "st"),
+    return _analyse(
+        "backward", reparam_kl._reparam_kl_bwd, signature, constants, dtype, warps, arch
     )
 
 

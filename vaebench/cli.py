@@ -1,4 +1,4 @@
-"""Command line: ``vaebench run`` and ``vaebench plugins``.
+"""Command line: ``vaebench run``, ``plugins``, ``report``, ``compare`` and ``sweep``.
 
 Parses arguments into a config, prints, and sets exit codes: 0 done, 1 some model failed
 or diverged, 2 unusable input (unknown names, bad numbers, unreadable data).
@@ -53,7 +53,10 @@ def _name_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = RunConfig()
-    parser = argparse.ArgumentParser(prog="vaebench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vaebench",
+        description="Train, evaluate and time VAEs assembled from plugins; report, compare and sweep them.",
+    )
     parser.add_argument("--version", action="version", version=f"vaebench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
