@@ -19,6 +19,7 @@ VARIANTS: tuple[tuple[str, str, dict], ...] = (
     ("compile", "compile", {}),
     ("triton", "triton", {}),
     ("triton-store-noise", "triton", {"noise": "store"}),
+    ("triton-recover-noise", "triton", {"noise": "recover"}),
 )
 
 

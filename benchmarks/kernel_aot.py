@@ -141,6 +141,7 @@ def backward(dtype: str, block_n: int, block_d: int, warps: int, arch: int) -> C
         "stride_gz_d": 1,
         "stride_gkl": 1,
         "HAS_EPS": False,
+        "RECOVER_EPS": False,
         "HAS_GRAD_Z": True,
         "HAS_GRAD_KL": True,
         "HAS_GRAD_LOG_Q": False,

@@ -124,6 +124,7 @@ def _reparam_kl_bwd(
     stride_glq_n,
     seed,
     HAS_EPS: tl.constexpr,
+    RECOVER_EPS: tl.constexpr,
     HAS_GRAD_Z: tl.constexpr,
     HAS_GRAD_KL: tl.constexpr,
     HAS_GRAD_LOG_Q: tl.constexpr,
@@ -134,6 +135,7 @@ def _reparam_kl_bwd(
     #   dz/dmu = 1      dz/dlogvar = 0.5 * std * eps
     #   dkl/dmu = mu    dkl/dlogvar = 0.5 * (exp(logvar) - 1)
     #   dlog_q/dmu = 0  dlog_q/dlogvar = -0.5            (log_q = -0.5 (eps^2 + logvar + log 2 pi))
+    # With RECOVER_EPS, eps_ptr holds the forward's z and std * eps = z - mu needs no noise.
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < N
@@ -163,13 +165,17 @@ def _reparam_kl_bwd(
     for sample in range(0, S):
         if HAS_GRAD_Z:
             out_offsets = (rows64 + sample * N)[:, None] * D + cols[None, :]
-            eps = _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
+            if RECOVER_EPS:
+                z = tl.load(eps_ptr + out_offsets, mask=tile_ok, other=0.0).to(tl.float32)
+                dz_dlogvar = 0.5 * (z - mu)
+            else:
+                dz_dlogvar = half_std * _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
             gz_offsets = (
                 rows64[:, None] * stride_gz_n + cols[None, :] * stride_gz_d + sample * stride_gz_s
             )
             grad_z = tl.load(grad_z_ptr + gz_offsets, mask=tile_ok, other=0.0).to(tl.float32)
             grad_mu += grad_z
-            grad_logvar += grad_z * half_std * eps
+            grad_logvar += grad_z * dz_dlogvar
         if HAS_GRAD_LOG_Q:
             glq = tl.load(
                 grad_log_q_ptr + rows64 * stride_glq_n + sample * stride_glq_s,
@@ -263,7 +269,9 @@ def launch_backward(
     grad_kl: torch.Tensor | None,
     grad_log_q: torch.Tensor | None,
     tiles: tuple[int, int] | None = None,
+    z: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both gradients; ``z`` (the forward's output) selects the recover-noise variant."""
     n, d = mu.shape
     block_n, block_d, warps = tile_sizes(n, d)
     if tiles is not None:
@@ -279,7 +287,7 @@ def launch_backward(
     _reparam_kl_bwd[grid](
         mu,
         logvar,
-        eps.contiguous() if eps is not None else grad_mu,
+        z.contiguous() if z is not None else eps.contiguous() if eps is not None else grad_mu,
         gz,
         gkl,
         glq,
@@ -297,6 +305,7 @@ def launch_backward(
         *glq_strides,
         seed,
         HAS_EPS=eps is not None,
+        RECOVER_EPS=z is not None,
         HAS_GRAD_Z=grad_z is not None,
         HAS_GRAD_KL=grad_kl is not None,
         HAS_GRAD_LOG_Q=grad_log_q is not None,
@@ -307,16 +316,18 @@ def launch_backward(
     return grad_mu, grad_logvar
 
 
-NOISE_MODES = ("regenerate", "store")
+NOISE_MODES = ("regenerate", "store", "recover")
 
 
 class ReparamKL(torch.autograd.Function):
     """Differentiable in ``mu`` and ``logvar``.
 
     ``noise="regenerate"`` (default) saves only ``mu`` and ``logvar`` (and an injected
-    ``eps``) and redraws the noise in the backward kernel; ``noise="store"`` writes the drawn
-    noise to an fp32 buffer and reads it back: one more tensor written and read, kept for
-    benchmarking the trade-off.
+    ``eps``) and redraws the noise in the backward kernel. Two variants are kept for
+    benchmarking the trade-off: ``store`` writes the drawn noise to an fp32 buffer and reads it
+    back (one more tensor written and read); ``recover`` saves ``z`` and uses
+    std * eps = z - mu (no Philox in the backward, but ``z`` is read in the input dtype, so in
+    bf16 the logvar gradient inherits z's rounding).
     """
 
     @staticmethod
@@ -325,7 +336,10 @@ class ReparamKL(torch.autograd.Function):
         if eps is None and noise == "store":
             eps_out = torch.empty((samples, *mu.shape), device=mu.device, dtype=torch.float32)
         z, kl, log_q = launch_forward(mu, logvar, eps, seed, samples, return_log_q, tiles, eps_out)
-        ctx.save_for_backward(mu, logvar, eps if eps_out is None else eps_out)
+        recover = eps is None and noise == "recover"
+        ctx.save_for_backward(
+            mu, logvar, eps if eps_out is None else eps_out, z if recover else None
+        )
         ctx.seed, ctx.samples, ctx.tiles = seed, samples, tiles
         if not return_log_q:
             ctx.mark_non_differentiable(log_q)
@@ -333,11 +347,11 @@ class ReparamKL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_z, grad_kl, grad_log_q):
-        mu, logvar, eps = ctx.saved_tensors
+        mu, logvar, eps, z = ctx.saved_tensors
         if grad_log_q is not None and grad_log_q.dim() != 2:
             grad_log_q = None  # the placeholder output of a call without log_q
         grad_mu, grad_logvar = launch_backward(
-            mu, logvar, eps, ctx.seed, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.tiles
+            mu, logvar, eps, ctx.seed, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.tiles, z
         )
         return grad_mu, grad_logvar, None, None, None, None, None, None
 
