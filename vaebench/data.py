@@ -97,9 +97,14 @@ def to_images(x: np.ndarray, source: str) -> torch.Tensor:
         scale = 255.0 if 1 < top <= 255 else float(max(top, 1))
         out = x.astype(np.float32) / scale
     else:
-        out = x.astype(np.float32)
-        if not np.isfinite(out).all():
+        if not np.isfinite(x).all():
             raise DataError(f"{source}: contains NaN or infinite values")
+        with np.errstate(over="ignore"):  # overflow is detected just below, with a message
+            out = x.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise DataError(
+                f"{source}: values beyond the float32 range (largest magnitude {np.abs(x).max():.3g})"
+            )
     return torch.from_numpy(np.ascontiguousarray(out))
 
 
