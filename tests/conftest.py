@@ -20,6 +20,21 @@ if not torch.cuda.is_available():
 from vaebench.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
+# `vaebench run` arguments for a run of a few seconds: small synthetic data, 2 epochs.
+FAST_CLI = (
+    "--dataset",
+    "synthetic",
+    "-D",
+    "n_train=64",
+    "-D",
+    "n_test=16",
+    "--epochs",
+    "2",
+    "--iw-samples",
+    "4",
+    "--timing-min-time",
+    "0.01",
+)
 
 
 @pytest.fixture

@@ -5,23 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from tests.conftest import FAST_CLI as FAST
 from tests.conftest import run_cli
 from vaebench.cli import main
-
-FAST = [
-    "--dataset",
-    "synthetic",
-    "-D",
-    "n_train=64",
-    "-D",
-    "n_test=16",
-    "--epochs",
-    "2",
-    "--iw-samples",
-    "4",
-    "--timing-min-time",
-    "0.01",
-]
 
 
 @pytest.mark.slow

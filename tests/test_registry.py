@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_cli, write_distribution
+from tests.conftest import FAST_CLI, run_cli, write_distribution
 from vaebench.errors import ConfigError, PluginError
 from vaebench.registry import Registry
 
@@ -199,18 +199,7 @@ def test_third_party_plugin_trains_end_to_end(tmp_path):
         "run",
         "--plugins",
         "tiny",
-        "--dataset",
-        "synthetic",
-        "-D",
-        "n_train=64",
-        "-D",
-        "n_test=16",
-        "--epochs",
-        "1",
-        "--iw-samples",
-        "4",
-        "--timing-min-time",
-        "0.01",
+        *FAST_CLI,
         "--out",
         str(out),
         "--quiet",
