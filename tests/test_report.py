@@ -108,6 +108,7 @@ def test_report_puts_runs_side_by_side(tiny_run, hostile_registry, tmp_path):
     html = html_path.read_text()
     assert "run-a: vae:mlp/normal" in html and "run-b: vae:mlp/normal" in html
     assert '<td class="best">' in html
+    assert "reparam+KL torch samples/s" in html, "the kernel timing of each backend is reported"
 
 
 def test_report_command_and_its_errors(tiny_run, tmp_path, capsys):

@@ -72,6 +72,19 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def kernel_columns(frame: pd.DataFrame) -> tuple[tuple[str, str, str, str], ...]:
+    """reparameterize_kl forward + backward throughput of every backend a run timed."""
+    backends = sorted(
+        c.removeprefix("reparam_kl_").removesuffix("_samples_per_s")
+        for c in frame.columns
+        if c.startswith("reparam_kl_") and c.endswith("_samples_per_s")
+    )
+    return tuple(
+        (f"reparam_kl_{b}_samples_per_s", f"reparam+KL {b} samples/s", ",.0f", "max")
+        for b in backends
+    )
+
+
 def metric_table(frame: pd.DataFrame, columns) -> Table:
     """Model rows, best value per column highlighted (among models that finished)."""
     headers = ["model", "status", *(header for _, header, _, _ in columns)]
@@ -144,7 +157,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
             [
                 "Measured after warm-up with device synchronization; the conditions of each run "
                 "(device, batch, threads) are in the configuration section.",
-                metric_table(frame, THROUGHPUT_COLUMNS),
+                metric_table(frame, (*THROUGHPUT_COLUMNS, *kernel_columns(frame))),
             ],
         ),
         Section(
