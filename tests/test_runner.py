@@ -12,6 +12,7 @@ from torch import nn
 
 import vaebench
 from vaebench.config import RunConfig
+from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.registry import Owner, Registry
 from vaebench.results import RESULT_COLUMNS
 from vaebench.runner import run
@@ -51,9 +52,8 @@ class TestPlugins:
 
     @vaebench.hookimpl
     def vaebench_register_decoders(self, register):
-        mlp_decoder = __import__("vaebench.plugins.mlp", fromlist=["MLPDecoder"]).MLPDecoder
-        register("nanny", mlp_decoder)
-        register("explodes", mlp_decoder)
+        register("nanny", MLPDecoder)
+        register("explodes", MLPDecoder)
 
     @staticmethod
     def explode(input_shape, latent_dim):
@@ -132,3 +132,29 @@ def test_interrupted_run_keeps_finished_models(registry, tmp_path, monkeypatch):
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(frame["plugin"]) == ["mlp"] and frame.loc[0, "status"] == "ok"
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files left behind"
+
+
+class WrongShapes:
+    """An encoder with one latent too many, and a decoder of the wrong output shape."""
+
+    @vaebench.hookimpl
+    def vaebench_register_encoders(self, register):
+        register("skewed", lambda shape, latent: MLPEncoder(shape, latent + 1))
+        register("flat", MLPEncoder)
+
+    @vaebench.hookimpl
+    def vaebench_register_decoders(self, register):
+        register("skewed", MLPDecoder)
+        register("flat", lambda shape, latent: nn.Linear(latent, 3))
+
+
+def test_plugins_returning_wrong_shapes_fail_with_a_clear_status(registry, tmp_path):
+    registry.add_plugin(WrongShapes(), Owner("tests", "0", "wrong"))
+    config = RunConfig(
+        plugins=["skewed", "flat", "mlp"], epochs=1, out=str(tmp_path), **FAST
+    ).resolve(registry)
+    run(config, registry)
+    frame = pd.read_csv(tmp_path / "results.csv").set_index("plugin")
+    assert "encoder returned mu" in frame.loc["skewed", "status"]
+    assert "decoder returned shape (" in frame.loc["flat", "status"]
+    assert frame.loc["mlp", "status"] == "ok"

@@ -52,6 +52,7 @@ class VAE(nn.Module):
         self.prior = prior  # registered as a submodule when it is one (learnable priors train too)
         self.latent_dim = latent_dim
         self.kernel_backend = kernel_backend
+        self.param_shape: tuple[int, ...] | None = None  # what decode must return per example
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x)
@@ -63,7 +64,11 @@ class VAE(nn.Module):
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        params = self.decoder(z)
+        expected = (z.shape[0], *self.param_shape) if self.param_shape is not None else None
+        if expected is not None and tuple(params.shape) != expected:
+            raise RuntimeError(f"decoder returned shape {tuple(params.shape)}; expected {expected}")
+        return params
 
     def kl_term(self, mu, logvar, z, fused_kl, log_q) -> torch.Tensor:
         if getattr(self.prior, "standard_normal", False):
@@ -152,6 +157,8 @@ def build_model(
     prior = registry.get("prior", spec.prior).factory(
         latent, input_shape=shape, encoder=encoder, examples=examples, **spec.prior_options
     )
-    return VAE(
+    model = VAE(
         encoder, decoder, prior, likelihood, latent_dim=latent, kernel_backend=kernel_backend
     )
+    model.param_shape = param_shape
+    return model
