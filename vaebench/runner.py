@@ -1,4 +1,4 @@
-"""Run every (plugin, prior) combination: build, train, evaluate, time, and save each row.
+"""Run every (model, plugin, prior) combination: build, train, evaluate, time, save each row.
 
 Rows are written to disk as soon as each model finishes, so an interrupted or partly failed
 run keeps everything already computed.
