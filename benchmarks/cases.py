@@ -20,6 +20,7 @@ VARIANTS: tuple[tuple[str, str, dict], ...] = (
     ("triton", "triton", {}),
     ("triton-store-noise", "triton", {"noise": "store"}),
     ("triton-recover-noise", "triton", {"noise": "recover"}),
+    ("triton-philox4", "triton", {"rng": "philox4"}),
 )
 
 

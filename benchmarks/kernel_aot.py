@@ -42,19 +42,28 @@ class Compiled:
     stack_bytes: int
     loads: dict[str, int]
     stores: dict[str, int]
+    sass_instructions: int
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int]:
+def _cuobjdump(cubin: bytes, flag: str) -> str:
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
         handle.write(cubin)
         handle.flush()
-        text = subprocess.run(
-            [tool, "--dump-resource-usage", handle.name], capture_output=True, text=True, check=True
+        return subprocess.run(
+            [tool, flag, handle.name], capture_output=True, text=True, check=True
         ).stdout
-    registers = int(re.search(r"REG:(\d+)", text).group(1))
-    stack = int(re.search(r"STACK:(\d+)", text).group(1))
-    return registers, stack
+
+
+def _resource_usage(cubin: bytes) -> tuple[int, int, int]:
+    """Registers, stack bytes, and static SASS instruction count (a proxy for arithmetic cost)."""
+    usage = _cuobjdump(cubin, "--dump-resource-usage")
+    registers = int(re.search(r"REG:(\d+)", usage).group(1))
+    stack = int(re.search(r"STACK:(\d+)", usage).group(1))
+    sass = len(
+        re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", _cuobjdump(cubin, "-sass"), flags=re.MULTILINE)
+    )
+    return registers, stack, sass
 
 
 def _compile(fn, signature: dict[str, str], constants: dict, arch: int, warps: int):
@@ -71,11 +80,11 @@ def _analyse(
     kernel: str, fn, signature: dict[str, str], constants: dict, dtype: str, warps: int, arch: int
 ) -> Compiled:
     compiled = _compile(fn, signature, constants, arch, warps)
-    registers, stack = _resource_usage(compiled.asm["cubin"])
+    registers, stack, sass = _resource_usage(compiled.asm["cubin"])
     ptx = compiled.asm["ptx"]
     tiles = f"{constants['BLOCK_N']}x{constants['BLOCK_D']}"
     return Compiled(
-        kernel, dtype, tiles, warps, registers, stack, _widths(ptx, "ld"), _widths(ptx, "st")
+        kernel, dtype, tiles, warps, registers, stack, _widths(ptx, "ld"), _widths(ptx, "st"), sass
     )
 
 
@@ -84,7 +93,14 @@ def _widths(ptx: str, op: str) -> dict[str, int]:
 
 
 def forward(
-    dtype: str, block_n: int, block_d: int, warps: int, arch: int, *, return_log_q: bool = False
+    dtype: str,
+    block_n: int,
+    block_d: int,
+    warps: int,
+    arch: int,
+    *,
+    return_log_q: bool = False,
+    rng: str = "philox",
 ) -> Compiled:
     t = DTYPES[dtype]
     signature = {
@@ -107,13 +123,16 @@ def forward(
         "HAS_EPS": False,
         "RETURN_LOG_Q": return_log_q,
         "STORE_EPS": False,
+        "NOISE4": rng == "philox4",
         "BLOCK_N": block_n,
         "BLOCK_D": block_d,
     }
     return _analyse("forward", reparam_kl._reparam_kl_fwd, signature, constants, dtype, warps, arch)
 
 
-def backward(dtype: str, block_n: int, block_d: int, warps: int, arch: int) -> Compiled:
+def backward(
+    dtype: str, block_n: int, block_d: int, warps: int, arch: int, *, rng: str = "philox"
+) -> Compiled:
     t = DTYPES[dtype]
     signature = {
         "mu_ptr": f"*{t}",
@@ -142,6 +161,7 @@ def backward(dtype: str, block_n: int, block_d: int, warps: int, arch: int) -> C
         "stride_gkl": 1,
         "HAS_EPS": False,
         "RECOVER_EPS": False,
+        "NOISE4": rng == "philox4",
         "HAS_GRAD_Z": True,
         "HAS_GRAD_KL": True,
         "HAS_GRAD_LOG_Q": False,
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="BLOCK_NxBLOCK_D:WARPS list (default: the tiles tile_sizes picks)",
     )
+    parser.add_argument("--rngs", default="philox", help="in-kernel generators: philox, philox4")
     args = parser.parse_args(argv)
     if args.configs:
         configs = []
@@ -183,18 +204,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         configs = default_configs()
     print(
-        f"{'kernel':8} {'dtype':5} {'tiles':>7} {'warps':>5} {'regs':>4} {'stack':>5}  global loads / stores (PTX)"
+        f"{'kernel':8} {'rng':7} {'dtype':5} {'tiles':>7} {'warps':>5} {'regs':>4} {'stack':>5} "
+        f"{'SASS':>5}  global loads / stores (PTX)"
     )
     for block_n, block_d, warps in configs:
-        for dtype in args.dtypes.split(","):
-            for result in (
-                forward(dtype, block_n, block_d, warps, args.arch),
-                backward(dtype, block_n, block_d, warps, args.arch),
-            ):
-                print(
-                    f"{result.kernel:8} {result.dtype:5} {result.tiles:>7} {result.warps:>5} {result.registers:>4} "
-                    f"{result.stack_bytes:>5}  {result.loads} / {result.stores}"
-                )
+        for rng in args.rngs.split(","):
+            for dtype in args.dtypes.split(","):
+                for result in (
+                    forward(dtype, block_n, block_d, warps, args.arch, rng=rng),
+                    backward(dtype, block_n, block_d, warps, args.arch, rng=rng),
+                ):
+                    print(
+                        f"{result.kernel:8} {rng:7} {result.dtype:5} {result.tiles:>7} {result.warps:>5} "
+                        f"{result.registers:>4} {result.stack_bytes:>5} {result.sass_instructions:>5}  "
+                        f"{result.loads} / {result.stores}"
+                    )
     return 0
 
 

@@ -74,6 +74,7 @@ def reparameterize_kl(
     backend: str = "auto",
     return_log_q: bool = False,
     noise: str = "regenerate",
+    rng: str = "philox",
 ) -> tuple[torch.Tensor, ...]:
     """Sample z ~ q(z|x) = N(mu, exp(logvar)) by reparameterization and the KL to N(0, I).
 
@@ -83,7 +84,8 @@ def reparameterize_kl(
     the noise (same shape as ``z``); otherwise it is drawn from ``seed`` (from torch's
     generator when not given, so ``torch.manual_seed`` makes runs reproducible).
     Differentiable in ``mu`` and ``logvar``. ``noise`` (triton only): ``regenerate`` redraws
-    the noise in the backward kernel, ``store`` keeps it in a buffer (a benchmark variant).
+    the noise in the backward kernel, ``store`` keeps it in a buffer, ``recover`` uses z - mu
+    (benchmark variants); ``rng`` (triton only): ``philox`` or ``philox4`` (4 normals per draw).
     """
     if mu.shape != logvar.shape or mu.ndim != 2:
         raise ValueError(
@@ -99,7 +101,14 @@ def reparameterize_kl(
         from vaebench.kernels.reparam_kl import reparameterize_kl_triton
 
         return reparameterize_kl_triton(
-            mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q, noise=noise
+            mu,
+            logvar,
+            eps=eps,
+            seed=seed,
+            samples=samples,
+            return_log_q=return_log_q,
+            noise=noise,
+            rng=rng,
         )
     if eps is None:
         eps = _draw_noise(z_shape, mu, seed)

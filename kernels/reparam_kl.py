@@ -28,10 +28,37 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 @triton.jit
-def _noise(eps_ptr, seed, offsets, mask, HAS_EPS: tl.constexpr):
-    """The standard-normal noise of the elements at ``offsets``: injected or Philox."""
+def _normal4(seed, rows, col_start, D, BLOCK_D: tl.constexpr):
+    """One Philox call per 4 columns: element (r, c) is lane c % 4 of randn4x(seed, r * ceil(D/4) + c // 4).
+
+    Four normals from one 128-bit Philox draw (two Box-Muller pairs) instead of one per
+    element: a quarter of the Philox work and half the transcendentals. ``rows`` are global
+    row indices (``sample * N + n``); ``col_start`` is a multiple of 4.
+    """
+    groups = col_start // 4 + tl.arange(0, BLOCK_D // 4)
+    keys = rows[:, None] * ((D + 3) // 4) + groups[None, :]
+    n1, n2, n3, n4 = tl.randn4x(seed, keys)
+    return tl.interleave(tl.interleave(n1, n3), tl.interleave(n2, n4))
+
+
+@triton.jit
+def _noise(
+    eps_ptr,
+    seed,
+    offsets,
+    mask,
+    rows,
+    col_start,
+    D,
+    HAS_EPS: tl.constexpr,
+    NOISE4: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """The standard-normal noise of a tile: injected, or Philox keyed by element index."""
     if HAS_EPS:
         eps = tl.load(eps_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    elif NOISE4:
+        eps = _normal4(seed, rows, col_start, D, BLOCK_D)
     else:
         eps = tl.randn(seed, offsets)
     return eps
@@ -56,6 +83,7 @@ def _reparam_kl_fwd(
     HAS_EPS: tl.constexpr,
     RETURN_LOG_Q: tl.constexpr,
     STORE_EPS: tl.constexpr,
+    NOISE4: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -78,7 +106,18 @@ def _reparam_kl_fwd(
 
         mu = tl.load(mu_ptr + mu_offsets, mask=tile_ok, other=0.0).to(tl.float32)
         logvar = tl.load(logvar_ptr + lv_offsets, mask=tile_ok, other=0.0).to(tl.float32)
-        eps = _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
+        eps = _noise(
+            eps_ptr,
+            seed,
+            out_offsets,
+            tile_ok,
+            rows64 + sample * N,
+            col_start,
+            D,
+            HAS_EPS,
+            NOISE4,
+            BLOCK_D,
+        )
         if STORE_EPS:  # the "store" variant: keep the noise for the backward pass
             tl.store(eps_out_ptr + out_offsets, eps, mask=tile_ok)
 
@@ -125,6 +164,7 @@ def _reparam_kl_bwd(
     seed,
     HAS_EPS: tl.constexpr,
     RECOVER_EPS: tl.constexpr,
+    NOISE4: tl.constexpr,
     HAS_GRAD_Z: tl.constexpr,
     HAS_GRAD_KL: tl.constexpr,
     HAS_GRAD_LOG_Q: tl.constexpr,
@@ -169,7 +209,19 @@ def _reparam_kl_bwd(
                 z = tl.load(eps_ptr + out_offsets, mask=tile_ok, other=0.0).to(tl.float32)
                 dz_dlogvar = 0.5 * (z - mu)
             else:
-                dz_dlogvar = half_std * _noise(eps_ptr, seed, out_offsets, tile_ok, HAS_EPS)
+                eps = _noise(
+                    eps_ptr,
+                    seed,
+                    out_offsets,
+                    tile_ok,
+                    rows64 + sample * N,
+                    tl.program_id(1) * BLOCK_D,
+                    D,
+                    HAS_EPS,
+                    NOISE4,
+                    BLOCK_D,
+                )
+                dz_dlogvar = half_std * eps
             gz_offsets = (
                 rows64[:, None] * stride_gz_n + cols[None, :] * stride_gz_d + sample * stride_gz_s
             )
@@ -211,6 +263,22 @@ def tile_sizes(n: int, d: int) -> tuple[int, int, int]:
     return block_n, block_d, 4
 
 
+RNGS = ("philox", "philox4")
+
+
+def launch_tiles(n: int, d: int, tiles: tuple[int, int] | None, rng: str) -> tuple[int, int, int]:
+    """The tiles of a launch: ``tile_sizes`` unless overridden; philox4 needs BLOCK_D % 4 == 0."""
+    block_n, block_d, warps = tile_sizes(n, d)
+    if tiles is not None:
+        block_n, block_d = tiles
+    if rng == "philox4":
+        if tiles is None:
+            block_d = max(block_d, 4)
+        elif block_d % 4:
+            raise ValueError(f"rng 'philox4' needs BLOCK_D divisible by 4, got {block_d}")
+    return block_n, block_d, warps
+
+
 def launch_forward(
     mu: torch.Tensor,
     logvar: torch.Tensor,
@@ -220,11 +288,10 @@ def launch_forward(
     return_log_q: bool,
     tiles: tuple[int, int] | None = None,
     eps_out: torch.Tensor | None = None,
+    rng: str = "philox",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, d = mu.shape
-    block_n, block_d, warps = tile_sizes(n, d)
-    if tiles is not None:
-        block_n, block_d = tiles
+    block_n, block_d, warps = launch_tiles(n, d, tiles, rng)
     z = torch.empty((samples, n, d), device=mu.device, dtype=mu.dtype)
     kl = torch.empty(n, device=mu.device, dtype=torch.float32)
     log_q = torch.empty(
@@ -252,6 +319,7 @@ def launch_forward(
         HAS_EPS=eps is not None,
         RETURN_LOG_Q=return_log_q,
         STORE_EPS=eps_out is not None,
+        NOISE4=rng == "philox4",
         BLOCK_N=block_n,
         BLOCK_D=block_d,
         num_warps=warps,
@@ -270,12 +338,11 @@ def launch_backward(
     grad_log_q: torch.Tensor | None,
     tiles: tuple[int, int] | None = None,
     z: torch.Tensor | None = None,
+    rng: str = "philox",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both gradients; ``z`` (the forward's output) selects the recover-noise variant."""
     n, d = mu.shape
-    block_n, block_d, warps = tile_sizes(n, d)
-    if tiles is not None:
-        block_n, block_d = tiles
+    block_n, block_d, warps = launch_tiles(n, d, tiles, rng)
     grad_mu = torch.empty((n, d), device=mu.device, dtype=mu.dtype)
     grad_logvar = torch.empty((n, d), device=mu.device, dtype=logvar.dtype)
     gz = grad_z if grad_z is not None else grad_mu
@@ -306,6 +373,7 @@ def launch_backward(
         seed,
         HAS_EPS=eps is not None,
         RECOVER_EPS=z is not None,
+        NOISE4=rng == "philox4",
         HAS_GRAD_Z=grad_z is not None,
         HAS_GRAD_KL=grad_kl is not None,
         HAS_GRAD_LOG_Q=grad_log_q is not None,
@@ -331,16 +399,18 @@ class ReparamKL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mu, logvar, eps, seed, samples, return_log_q, tiles, noise):
+    def forward(ctx, mu, logvar, eps, seed, samples, return_log_q, tiles, noise, rng):
         eps_out = None
         if eps is None and noise == "store":
             eps_out = torch.empty((samples, *mu.shape), device=mu.device, dtype=torch.float32)
-        z, kl, log_q = launch_forward(mu, logvar, eps, seed, samples, return_log_q, tiles, eps_out)
+        z, kl, log_q = launch_forward(
+            mu, logvar, eps, seed, samples, return_log_q, tiles, eps_out, rng
+        )
         recover = eps is None and noise == "recover"
         ctx.save_for_backward(
             mu, logvar, eps if eps_out is None else eps_out, z if recover else None
         )
-        ctx.seed, ctx.samples, ctx.tiles = seed, samples, tiles
+        ctx.seed, ctx.samples, ctx.tiles, ctx.rng = seed, samples, tiles, rng
         if not return_log_q:
             ctx.mark_non_differentiable(log_q)
         return z, kl, log_q
@@ -351,9 +421,19 @@ class ReparamKL(torch.autograd.Function):
         if grad_log_q is not None and grad_log_q.dim() != 2:
             grad_log_q = None  # the placeholder output of a call without log_q
         grad_mu, grad_logvar = launch_backward(
-            mu, logvar, eps, ctx.seed, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.tiles, z
+            mu,
+            logvar,
+            eps,
+            ctx.seed,
+            ctx.samples,
+            grad_z,
+            grad_kl,
+            grad_log_q,
+            ctx.tiles,
+            z,
+            ctx.rng,
         )
-        return grad_mu, grad_logvar, None, None, None, None, None, None
+        return grad_mu, grad_logvar, None, None, None, None, None, None, None
 
 
 def new_seed() -> int:
@@ -371,13 +451,18 @@ def reparameterize_kl_triton(
     return_log_q: bool = False,
     tiles: tuple[int, int] | None = None,
     noise: str = "regenerate",
+    rng: str = "philox",
 ) -> tuple[torch.Tensor, ...]:
     """The fused path of ``vaebench.kernels.reparameterize_kl`` (same contract).
 
-    ``tiles`` overrides ``(BLOCK_N, BLOCK_D)``; ``noise`` picks a variant from ``NOISE_MODES``.
+    ``tiles`` overrides ``(BLOCK_N, BLOCK_D)``; ``noise`` picks a variant from ``NOISE_MODES``;
+    ``rng`` the in-kernel generator: ``philox`` (one Philox draw per element, the default) or
+    ``philox4`` (one draw per 4 elements; a different, equally valid noise stream).
     """
     if noise not in NOISE_MODES:
         raise ValueError(f"unknown noise mode '{noise}'; available: {', '.join(NOISE_MODES)}")
+    if rng not in RNGS:
+        raise ValueError(f"unknown rng '{rng}'; available: {', '.join(RNGS)}")
     if mu.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"the triton backend takes fp32, fp16 or bf16 inputs, got {mu.dtype}")
     if logvar.dtype != mu.dtype:
@@ -388,7 +473,9 @@ def reparameterize_kl_triton(
         seed = new_seed() if eps is None else 0
     if eps is not None:
         eps = eps.reshape(samples, *mu.shape)
-    z, kl, log_q = ReparamKL.apply(mu, logvar, eps, int(seed), samples, return_log_q, tiles, noise)
+    z, kl, log_q = ReparamKL.apply(
+        mu, logvar, eps, int(seed), samples, return_log_q, tiles, noise, rng
+    )
     if samples == 1:
         z = z[0]
         log_q = log_q[0] if return_log_q else log_q

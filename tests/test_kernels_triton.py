@@ -175,11 +175,12 @@ def test_extreme_values_follow_the_reference():
     assert torch.isnan(kl).all(), "each row holds a NaN or an inf - inf"
 
 
-def test_in_kernel_noise_is_standard_normal_and_uncorrelated():
+@pytest.mark.parametrize("rng", ["philox", "philox4"])
+def test_in_kernel_noise_is_standard_normal_and_uncorrelated(rng):
     n, d = 512, 256
     mu = torch.zeros(n, d, device=DEVICE)
     logvar = torch.zeros(n, d, device=DEVICE)
-    z, _ = reparameterize_kl(mu, logvar, seed=1234, backend="triton")
+    z, _ = reparameterize_kl(mu, logvar, seed=1234, backend="triton", rng=rng)
     eps = z.double().cpu()
     flat = eps.flatten()
     assert abs(flat.mean().item()) < 4 / math.sqrt(flat.numel())  # 4 standard errors
@@ -193,25 +194,27 @@ def test_in_kernel_noise_is_standard_normal_and_uncorrelated():
     assert abs(corr(eps[1:], eps[:-1])) < 0.01, "neighbouring rows correlate"
 
 
-def test_noise_is_a_function_of_seed_and_index_only():
-    mu, logvar = inputs(64, 40, torch.float32, requires_grad=False)
-    a = reparameterize_kl_triton(mu, logvar, seed=7, samples=2)[0]
-    b = reparameterize_kl_triton(mu, logvar, seed=7, samples=2, tiles=(4, 8))[0]
-    c = reparameterize_kl_triton(mu, logvar, seed=8, samples=2)[0]
+@pytest.mark.parametrize("rng", ["philox", "philox4"])
+def test_noise_is_a_function_of_seed_and_index_only(rng):
+    mu, logvar = inputs(64, 41, torch.float32, requires_grad=False)
+    a = reparameterize_kl_triton(mu, logvar, seed=7, samples=2, rng=rng)[0]
+    b = reparameterize_kl_triton(mu, logvar, seed=7, samples=2, tiles=(4, 8), rng=rng)[0]
+    c = reparameterize_kl_triton(mu, logvar, seed=8, samples=2, rng=rng)[0]
     assert torch.equal(a, b), "noise must not depend on tile sizes"
     assert not torch.isclose(a, c).any(), "a new seed must give new noise everywhere"
     assert not torch.isclose(a[0], a[1]).any(), "samples must differ"
     torch.manual_seed(3)
-    first = reparameterize_kl(mu, logvar, backend="triton")[0]
+    first = reparameterize_kl(mu, logvar, backend="triton", rng=rng)[0]
     torch.manual_seed(3)
-    second = reparameterize_kl(mu, logvar, backend="triton")[0]
+    second = reparameterize_kl(mu, logvar, backend="triton", rng=rng)[0]
     assert torch.equal(first, second), "torch.manual_seed must make in-kernel noise reproducible"
 
 
+@pytest.mark.parametrize("rng", ["philox", "philox4"])
 @pytest.mark.parametrize("samples", [1, 3])
-def test_backward_regenerates_the_forward_noise(samples):
+def test_backward_regenerates_the_forward_noise(samples, rng):
     mu, logvar = inputs(33, 70, torch.float32)
-    z, _ = reparameterize_kl_triton(mu, logvar, seed=99, samples=samples, tiles=(8, 32))
+    z, _ = reparameterize_kl_triton(mu, logvar, seed=99, samples=samples, tiles=(8, 32), rng=rng)
     eps = (z.detach() - mu.detach()) / torch.exp(
         0.5 * logvar.detach()
     )  # the noise the forward used
@@ -238,6 +241,18 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         reparameterize_kl(torch.randn(2, 2), torch.randn(2, 2), backend="triton")
+
+
+def test_philox4_is_another_stream_and_needs_tiles_of_four():
+    mu, logvar = inputs(9, 13, torch.float32, requires_grad=False)
+    one = reparameterize_kl_triton(mu, logvar, seed=1)[0]
+    four = reparameterize_kl_triton(mu, logvar, seed=1, rng="philox4")[0]
+    # Element 0 coincides by construction (lane 0 of draw 0 in both); the rest differ.
+    assert torch.isclose(one, four).float().mean() < 0.05
+    with pytest.raises(ValueError, match="BLOCK_D divisible by 4"):
+        reparameterize_kl_triton(mu, logvar, seed=1, rng="philox4", tiles=(4, 6))
+    with pytest.raises(ValueError, match="unknown rng"):
+        reparameterize_kl_triton(mu, logvar, rng="mt19937")
 
 
 def test_unsupported_dtype_is_rejected():
