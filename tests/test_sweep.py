@@ -195,20 +195,26 @@ def test_the_same_sweep_on_a_local_ray_cluster(tmp_path):
     assert list(pd.read_csv(out / "summary.csv")["iw_nll_count"]) == [2, 2]
 
 
-def visible_devices_after_a_pause() -> str:
-    """Runs in an executor worker: which GPU was this worker pinned to?"""
-    time.sleep(0.3)
+def visible_devices_together(barrier) -> str:
+    """Runs in an executor worker: which GPU was this worker pinned to?
+
+    The barrier holds each task until the other one runs too, so the two tasks are
+    necessarily on two different workers.
+    """
+    barrier.wait(timeout=120)
     return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
 
 
 def test_local_executor_pins_one_gpu_per_worker(monkeypatch):
+    import multiprocessing
+
     from vaebench.plugins import executors
 
     monkeypatch.setattr(executors, "_visible_gpus", lambda: 2)
-    with executors.local_executor(workers=4) as pool:  # capped at one worker per GPU
-        assert pool._max_workers == 2
-        seen = {
-            future.result()
-            for future in [pool.submit(visible_devices_after_a_pause) for _ in range(6)]
-        }
-    assert seen == {"0", "1"}
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        barrier = manager.Barrier(2)
+        with executors.local_executor(workers=4) as pool:  # capped at one worker per GPU
+            assert pool._max_workers == 2
+            futures = [pool.submit(visible_devices_together, barrier) for _ in range(2)]
+            seen = sorted(future.result(timeout=180) for future in futures)
+    assert seen == ["0", "1"]
