@@ -11,6 +11,8 @@ import torch
 
 from vaebench.model import VAE, Objective
 
+HISTORY_KEYS = ("loss", "recon", "kl")
+
 
 @dataclass
 class TrainOutcome:
@@ -45,7 +47,11 @@ def train(
     n = x_train.shape[0]
     model.train()
     for epoch in range(1, epochs + 1):
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        # Sums stay on the device: the finiteness check is the step's only host sync.
+        sums = {
+            key: torch.zeros((), dtype=torch.float64, device=x_train.device) for key in HISTORY_KEYS
+        }
+        missing: set[str] = set()
         seen = 0
         order = torch.randperm(n, generator=order_rng).to(x_train.device)
         for start in range(0, n, batch_size):
@@ -61,12 +67,16 @@ def train(
             optimizer.step()
             b = xb.shape[0]
             seen += b
-            sums["loss"] += loss.item() * b
+            sums["loss"] += loss.detach().double() * b
             for key in ("recon", "kl"):
                 term = terms.get(key)
-                sums[key] += term.detach().mean().item() * b if term is not None else math.nan
+                if term is None:
+                    missing.add(key)
+                else:
+                    sums[key] += term.detach().double().sum()
             if on_step is not None:
                 on_step()
-        outcome.history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()}})
+        means = {k: math.nan if k in missing else v.item() / seen for k, v in sums.items()}
+        outcome.history.append({"epoch": epoch, **means})
     outcome.seconds = time.perf_counter() - started
     return outcome
