@@ -23,6 +23,7 @@ import torch
 
 from benchmarks.cases import CPU_SIZES, DTYPES, GPU_SIZES, VARIANTS, Case, make_step, minimal_bytes
 from vaebench.results import atomic_write_text, cpu_name
+from vaebench.timing import time_call
 
 DIRECTIONS = ("forward", "fwd+bwd")
 
@@ -34,19 +35,8 @@ def time_ms(fn, device: torch.device) -> tuple[float, float, float]:
 
         median, low, high = do_bench(fn, warmup=50, rep=300, quantiles=[0.5, 0.2, 0.8])
         return median, low, high
-    from torch.utils import benchmark
-
-    for _ in range(3):
-        fn()
-    m = benchmark.Timer(
-        stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
-    ).blocked_autorange(min_run_time=0.5)
-    q = (
-        torch.tensor(m.times)
-        .quantile(torch.tensor([0.25, 0.75], dtype=torch.float64).float())
-        .tolist()
-    )
-    return m.median * 1e3, q[0] * 1e3, q[1] * 1e3
+    timing = time_call(fn, batch_size=1, device=device, min_run_time=0.5)
+    return timing.median_s * 1e3, timing.q25_s * 1e3, timing.q75_s * 1e3
 
 
 def copy_bandwidth_gbs(device: torch.device) -> float:

@@ -297,9 +297,7 @@ def launch_forward(
     log_q = torch.empty(
         (samples, n) if return_log_q else (1,), device=mu.device, dtype=torch.float32
     )
-    eps_arg = (
-        eps.contiguous() if eps is not None else z
-    )  # unused pointer when eps is drawn in-kernel
+    eps_arg = eps if eps is not None else z  # an unused pointer when eps is drawn in-kernel
     grid = (triton.cdiv(n, block_n), samples)
     _reparam_kl_fwd[grid](
         mu,
@@ -354,7 +352,7 @@ def launch_backward(
     _reparam_kl_bwd[grid](
         mu,
         logvar,
-        z.contiguous() if z is not None else eps.contiguous() if eps is not None else grad_mu,
+        z if z is not None else eps if eps is not None else grad_mu,
         gz,
         gkl,
         glq,
@@ -472,7 +470,7 @@ def reparameterize_kl_triton(
     if seed is None:
         seed = new_seed() if eps is None else 0
     if eps is not None:
-        eps = eps.reshape(samples, *mu.shape)
+        eps = eps.reshape(samples, *mu.shape).contiguous()  # once: both kernels index it flat
     z, kl, log_q = ReparamKL.apply(
         mu, logvar, eps, int(seed), samples, return_log_q, tiles, noise, rng
     )

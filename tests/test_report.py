@@ -121,52 +121,41 @@ def test_report_command_and_its_errors(tiny_run, tmp_path, capsys):
     assert "no such run folder" in capsys.readouterr().err
 
 
-def _edit(run_dir, **changes):
-    path = run_dir / "results.json"
+def planted(source, target, edit, *, plugin="mlp"):
+    """A copy of run ``source`` whose rows for ``plugin`` (all rows for None) ``edit`` changes."""
+    shutil.copytree(source, target)
+    path = target / "results.json"
     rows = json.loads(path.read_text())
     for row in rows:
-        if row["plugin"] == "mlp":
-            for key, scale_or_value in changes.items():
-                row[key] = (
-                    row[key] * scale_or_value
-                    if isinstance(scale_or_value, float)
-                    else scale_or_value
-                )
+        if plugin is None or row["plugin"] == plugin:
+            edit(row)
     path.write_text(json.dumps(rows))
+    return target
 
 
 def test_compare_exit_codes(tiny_run, tmp_path, capsys):
     assert main(["compare", str(tiny_run), str(tiny_run)]) == 0
 
-    worse = tmp_path / "worse-nll"
-    shutil.copytree(tiny_run, worse)
-    rows = json.loads((worse / "results.json").read_text())
-    for row in rows:
-        if row["plugin"] == "mlp":
-            row["iw_nll"] += 1.5
-    (worse / "results.json").write_text(json.dumps(rows))
+    worse = planted(tiny_run, tmp_path / "worse-nll", lambda r: r.update(iw_nll=r["iw_nll"] + 1.5))
     assert main(["compare", str(tiny_run), str(worse)]) == 1
     assert main(["compare", str(tiny_run), str(worse), "--max-nll-increase", "2"]) == 0
 
-    slower = tmp_path / "slower"
-    shutil.copytree(tiny_run, slower)
-    _edit(slower, train_samples_per_s=0.8)
+    slower = planted(
+        tiny_run,
+        tmp_path / "slower",
+        lambda r: r.update(train_samples_per_s=0.8 * r["train_samples_per_s"]),
+    )
     assert main(["compare", str(tiny_run), str(slower)]) == 1
     assert main(["compare", str(tiny_run), str(slower), "--max-slowdown", "25%"]) == 0
 
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_run, broken)
-    _edit(broken, status="diverged at step 1")
+    broken = planted(tiny_run, tmp_path / "broken", lambda r: r.update(status="diverged at step 1"))
     assert main(["compare", str(tiny_run), str(broken)]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION vae:mlp/normal: now diverged at step 1" in out
 
     assert main(["compare", str(tiny_run), str(tmp_path / "missing")]) == 2
-    other = tmp_path / "other"
-    shutil.copytree(tiny_run, other)
-    rows = json.loads((other / "results.json").read_text())
-    for row in rows:
-        row["prior"] = "elsewhere"
-    (other / "results.json").write_text(json.dumps(rows))
+    other = planted(
+        tiny_run, tmp_path / "other", lambda r: r.update(prior="elsewhere"), plugin=None
+    )
     assert main(["compare", str(tiny_run), str(other)]) == 2
     assert "no model (model:plugin/prior) in common" in capsys.readouterr().err

@@ -8,9 +8,7 @@ containers only, never code.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 from vaebench.errors import VaebenchError
 from vaebench.model import VAE, ModelSpec
+from vaebench.results import atomic_torch_save
 
 FORMAT = 1
 REPORT_EXAMPLES = 8
@@ -36,15 +35,7 @@ def save_checkpoint(path: Path, model: VAE, spec: ModelSpec, examples: torch.Ten
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "examples": examples.detach().cpu(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(path, payload)
 
 
 def load_checkpoint(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor], torch.Tensor]:

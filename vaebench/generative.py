@@ -20,6 +20,7 @@ from torch import nn
 
 from vaebench.data import Dataset
 from vaebench.errors import VaebenchError
+from vaebench.results import atomic_torch_save
 
 CACHE_ENV = "VAEBENCH_CACHE"
 CLASSIFIER_EPOCHS = 30
@@ -83,10 +84,10 @@ def load_or_train_classifier(dataset: Dataset) -> tuple[FeatureClassifier, float
         )
     classes = int(max(dataset.y_train.max(), dataset.y_test.max()).item()) + 1
     path = cache_dir() / "classifiers" / f"{fingerprint(dataset)}.pt"
-    classifier = FeatureClassifier(dataset.input_shape, classes)
     if path.is_file():
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
+            classifier = FeatureClassifier(dataset.input_shape, classes)
             classifier.load_state_dict(payload["state_dict"])
             return classifier.eval(), float(payload["test_accuracy"])
         except Exception:
@@ -94,10 +95,7 @@ def load_or_train_classifier(dataset: Dataset) -> tuple[FeatureClassifier, float
     classifier = _train_classifier(dataset, classes)
     with torch.no_grad():
         accuracy = (classifier(dataset.x_test).argmax(-1) == dataset.y_test).float().mean().item()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"state_dict": classifier.state_dict(), "test_accuracy": accuracy}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(path, {"state_dict": classifier.state_dict(), "test_accuracy": accuracy})
     return classifier, accuracy
 
 

@@ -44,6 +44,7 @@ class VAE(nn.Module):
         *,
         latent_dim: int,
         kernel_backend: str = "auto",
+        param_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -52,7 +53,7 @@ class VAE(nn.Module):
         self.prior = prior  # registered as a submodule when it is one (learnable priors train too)
         self.latent_dim = latent_dim
         self.kernel_backend = kernel_backend
-        self.param_shape: tuple[int, ...] | None = None  # what decode must return per example
+        self.param_shape = param_shape  # what decode must return per example, when known
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x)
@@ -157,8 +158,12 @@ def build_model(
     prior = registry.get("prior", spec.prior).factory(
         latent, input_shape=shape, encoder=encoder, examples=examples, **spec.prior_options
     )
-    model = VAE(
-        encoder, decoder, prior, likelihood, latent_dim=latent, kernel_backend=kernel_backend
+    return VAE(
+        encoder,
+        decoder,
+        prior,
+        likelihood,
+        latent_dim=latent,
+        kernel_backend=kernel_backend,
+        param_shape=param_shape,
     )
-    model.param_shape = param_shape
-    return model

@@ -10,6 +10,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils import benchmark
 
@@ -24,9 +25,14 @@ class Timing:
     """Seconds per call of a batch of ``batch_size`` examples, over ``runs`` timed blocks."""
 
     median_s: float
-    iqr_s: float
+    q25_s: float
+    q75_s: float
     runs: int
     batch_size: int
+
+    @property
+    def iqr_s(self) -> float:
+        return self.q75_s - self.q25_s
 
     @property
     def samples_per_s(self) -> float:
@@ -51,7 +57,8 @@ def time_call(
     synchronize(device)
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    return Timing(measurement.median, measurement.iqr, len(measurement.times), batch_size)
+    q25, q75 = np.percentile(measurement.times, [25, 75])
+    return Timing(measurement.median, float(q25), float(q75), len(measurement.times), batch_size)
 
 
 def measure_model(
