@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from benchmarks.cases import CPU_SIZES, DTYPES, GPU_SIZES, VARIANTS, Case, make_step, minimal_bytes
-from vaebench.results import atomic_write_text, cpu_name
+from vaebench.io import atomic_write_text, cpu_name
 from vaebench.timing import time_call
 
 DIRECTIONS = ("forward", "fwd+bwd")

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from vaebench.kernels import triton_interpreting
+from vaebench.kernels.api import check_inputs
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -399,15 +400,13 @@ class ReparamKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mu, logvar, eps, seed, samples, return_log_q, tiles, noise, rng):
         eps_out = None
-        if eps is None and noise == "store":
+        if noise == "store":
             eps_out = torch.empty((samples, *mu.shape), device=mu.device, dtype=torch.float32)
         z, kl, log_q = launch_forward(
             mu, logvar, eps, seed, samples, return_log_q, tiles, eps_out, rng
         )
-        recover = eps is None and noise == "recover"
-        ctx.save_for_backward(
-            mu, logvar, eps if eps_out is None else eps_out, z if recover else None
-        )
+        saved_z = z if noise == "recover" else None
+        ctx.save_for_backward(mu, logvar, eps if eps_out is None else eps_out, saved_z)
         ctx.seed, ctx.samples, ctx.tiles, ctx.rng = seed, samples, tiles, rng
         if not return_log_q:
             ctx.mark_non_differentiable(log_q)
@@ -439,7 +438,7 @@ def new_seed() -> int:
     return int(torch.randint(0, 2**31 - 1, (1,)).item())
 
 
-def reparameterize_kl_triton(
+def reparameterize_kl_variant(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     *,
@@ -447,26 +446,30 @@ def reparameterize_kl_triton(
     seed: int | None = None,
     samples: int = 1,
     return_log_q: bool = False,
-    tiles: tuple[int, int] | None = None,
     noise: str = "regenerate",
     rng: str = "philox",
+    tiles: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """The fused path of ``vaebench.kernels.reparameterize_kl`` (same contract).
+    """Internal, for benchmarks and tests: the triton path plus the variants they measure.
 
-    ``tiles`` overrides ``(BLOCK_N, BLOCK_D)``; ``noise`` picks a variant from ``NOISE_MODES``;
-    ``rng`` the in-kernel generator: ``philox`` (one Philox draw per element, the default) or
-    ``philox4`` (one draw per 4 elements; a different, equally valid noise stream).
+    With the defaults it is exactly ``reparameterize_kl(..., backend="triton")``, whose
+    public signature leaves the variants out. ``noise`` picks from ``NOISE_MODES`` (see
+    ``ReparamKL``); ``rng`` the in-kernel generator: ``philox`` (one draw per element) or
+    ``philox4`` (one draw per 4 elements; another, equally valid stream); ``tiles``
+    overrides ``(BLOCK_N, BLOCK_D)``. noise and rng only vary drawn noise: errors with eps.
     """
+    check_inputs(mu, logvar, eps, seed, samples)
     if noise not in NOISE_MODES:
         raise ValueError(f"unknown noise mode '{noise}'; available: {', '.join(NOISE_MODES)}")
     if rng not in RNGS:
         raise ValueError(f"unknown rng '{rng}'; available: {', '.join(RNGS)}")
+    if eps is not None and (noise, rng) != ("regenerate", "philox"):
+        raise ValueError("noise and rng variants draw the noise; eps supplies it: give one")
     if mu.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"the triton backend takes fp32, fp16 or bf16 inputs, got {mu.dtype}")
-    if logvar.dtype != mu.dtype:
-        raise ValueError(f"mu and logvar must share a dtype, got {mu.dtype} and {logvar.dtype}")
-    if mu.device != logvar.device:
-        raise ValueError("mu and logvar must be on the same device")
+        raise ValueError(
+            f"the triton backend takes fp32, fp16 or bf16 inputs, got {mu.dtype}; "
+            "use the torch or compile backend"
+        )
     if seed is None:
         seed = new_seed() if eps is None else 0
     if eps is not None:

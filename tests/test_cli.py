@@ -57,8 +57,8 @@ def test_default_out_dir_is_under_runs(tmp_path):
             ["--likelihood", "categorical", "-L", "bins=1", "--dataset", "synthetic"],
             "bins must be >= 2",
         ),
-        (["--corruption", "1.5"], "--corruption must be in [0, 1)"),
-        (["-P", "components"], "--prior-option expects KEY=VALUE"),
+        (["--corruption", "1.5"], "--corruption: must be < 1, got 1.5"),
+        (["-P", "components"], "--prior-option: expected KEY=VALUE"),
     ],
 )
 def test_unknown_names_exit_2_with_one_line(args, needle, tmp_path, capsys):
@@ -81,11 +81,17 @@ def test_unknown_names_exit_2_with_one_line(args, needle, tmp_path, capsys):
         ["--kernel", "cuda"],
     ],
 )
-def test_invalid_numbers_are_argparse_errors(args, capsys):
+def test_invalid_values_name_their_flag_on_one_line(args, capsys):
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vaebench: error: {args[0]}: ") and len(err.splitlines()) == 1
+
+
+def test_usage_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["run", *args])
-    assert info.value.code == 2
-    assert "error: argument" in capsys.readouterr().err
+        main(["run", "--no-such-flag"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "--no-such-flag" in err and len(err.splitlines()) == 1
 
 
 def test_failed_model_gives_exit_1_and_a_line_on_stderr(tmp_path):

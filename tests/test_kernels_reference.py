@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import distributions as D
 
+from vaebench import kernels
 from vaebench.kernels import reparameterize_kl, resolve_backend
 from vaebench.kernels.reference import reparameterize_kl_reference
 
@@ -76,3 +79,38 @@ def test_bad_arguments_are_rejected_clearly():
     with pytest.raises(ValueError, match="both be"):
         reparameterize_kl(mu, mu[:, :1], backend="torch")
     assert resolve_backend("auto", "cpu") == "torch"
+
+
+@pytest.mark.parametrize("backend", ["torch", "compile"])
+def test_arguments_that_do_not_apply_are_errors_on_every_backend(backend):
+    mu = torch.randn(3, 2)
+    with pytest.raises(ValueError, match="seed draws the noise; eps supplies it: give one"):
+        reparameterize_kl(mu, mu, eps=torch.randn(3, 2), seed=1, backend=backend)
+    with pytest.raises(ValueError, match="must share a dtype"):
+        reparameterize_kl(mu, mu.double(), backend=backend)
+    with pytest.raises(ValueError, match="must be on one device"):
+        reparameterize_kl(mu, mu, eps=torch.empty(3, 2, device="meta"), backend=backend)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        reparameterize_kl(mu, mu, samples=0, backend=backend)
+    for internal in ({"noise": "store"}, {"rng": "philox4"}, {"tiles": (4, 4)}):
+        with pytest.raises(TypeError, match="unexpected keyword"):  # internal to the benchmarks
+            reparameterize_kl(mu, mu, backend=backend, **internal)
+
+
+def test_importing_the_kernels_package_does_not_import_torch():
+    """``vaebench --help`` reads BACKENDS from here; torch would cost seconds of start-up."""
+    probe = (
+        "import sys, vaebench.kernels as k\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert k.BACKENDS == ('auto', 'torch', 'compile', 'triton')\n"
+        "assert isinstance(k.triton_available(), bool) and 'torch' not in sys.modules\n"
+        "assert {'reparameterize_kl', 'resolve_backend'} <= set(dir(k))\n"
+        "from vaebench.kernels import reparameterize_kl, resolve_backend\n"
+        "assert 'torch' in sys.modules and resolve_backend('auto', 'cpu') == 'torch'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        kernels.nope  # noqa: B018

@@ -19,7 +19,7 @@ from vaebench.kernels import reparameterize_kl
 from vaebench.kernels.reference import reparameterize_kl_reference
 
 pytest.importorskip("triton")
-from vaebench.kernels.reparam_kl import reparameterize_kl_triton
+from vaebench.kernels.reparam_kl import reparameterize_kl_variant
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {
@@ -103,7 +103,7 @@ def test_each_output_alone_gives_the_right_gradient(which):
     outs = dict(
         zip(
             ("z", "kl", "log_q"),
-            reparameterize_kl_triton(mu, logvar, eps=eps, return_log_q=True, tiles=(4, 16)),
+            reparameterize_kl_variant(mu, logvar, eps=eps, return_log_q=True, tiles=(4, 16)),
             strict=True,
         )
     )
@@ -125,7 +125,7 @@ def test_each_output_alone_gives_the_right_gradient(which):
 def test_many_column_blocks_and_odd_tiles():
     mu, logvar = inputs(37, 101, torch.float32)
     eps = torch.randn(2, 37, 101, device=DEVICE)
-    z, kl, log_q = reparameterize_kl_triton(
+    z, kl, log_q = reparameterize_kl_variant(
         mu, logvar, eps=eps, samples=2, return_log_q=True, tiles=(8, 16)
     )
     ref = reparameterize_kl_reference(mu, logvar, eps, return_log_q=True)
@@ -180,7 +180,7 @@ def test_in_kernel_noise_is_standard_normal_and_uncorrelated(rng):
     n, d = 512, 256
     mu = torch.zeros(n, d, device=DEVICE)
     logvar = torch.zeros(n, d, device=DEVICE)
-    z, _ = reparameterize_kl(mu, logvar, seed=1234, backend="triton", rng=rng)
+    z, _ = reparameterize_kl_variant(mu, logvar, seed=1234, rng=rng)
     eps = z.double().cpu()
     flat = eps.flatten()
     assert abs(flat.mean().item()) < 4 / math.sqrt(flat.numel())  # 4 standard errors
@@ -197,16 +197,16 @@ def test_in_kernel_noise_is_standard_normal_and_uncorrelated(rng):
 @pytest.mark.parametrize("rng", ["philox", "philox4"])
 def test_noise_is_a_function_of_seed_and_index_only(rng):
     mu, logvar = inputs(64, 41, torch.float32, requires_grad=False)
-    a = reparameterize_kl_triton(mu, logvar, seed=7, samples=2, rng=rng)[0]
-    b = reparameterize_kl_triton(mu, logvar, seed=7, samples=2, tiles=(4, 8), rng=rng)[0]
-    c = reparameterize_kl_triton(mu, logvar, seed=8, samples=2, rng=rng)[0]
+    a = reparameterize_kl_variant(mu, logvar, seed=7, samples=2, rng=rng)[0]
+    b = reparameterize_kl_variant(mu, logvar, seed=7, samples=2, tiles=(4, 8), rng=rng)[0]
+    c = reparameterize_kl_variant(mu, logvar, seed=8, samples=2, rng=rng)[0]
     assert torch.equal(a, b), "noise must not depend on tile sizes"
     assert not torch.isclose(a, c).any(), "a new seed must give new noise everywhere"
     assert not torch.isclose(a[0], a[1]).any(), "samples must differ"
     torch.manual_seed(3)
-    first = reparameterize_kl(mu, logvar, backend="triton", rng=rng)[0]
+    first = reparameterize_kl_variant(mu, logvar, rng=rng)[0]
     torch.manual_seed(3)
-    second = reparameterize_kl(mu, logvar, backend="triton", rng=rng)[0]
+    second = reparameterize_kl_variant(mu, logvar, rng=rng)[0]
     assert torch.equal(first, second), "torch.manual_seed must make in-kernel noise reproducible"
 
 
@@ -214,7 +214,7 @@ def test_noise_is_a_function_of_seed_and_index_only(rng):
 @pytest.mark.parametrize("samples", [1, 3])
 def test_backward_regenerates_the_forward_noise(samples, rng):
     mu, logvar = inputs(33, 70, torch.float32)
-    z, _ = reparameterize_kl_triton(mu, logvar, seed=99, samples=samples, tiles=(8, 32), rng=rng)
+    z, _ = reparameterize_kl_variant(mu, logvar, seed=99, samples=samples, tiles=(8, 32), rng=rng)
     eps = (z.detach() - mu.detach()) / torch.exp(
         0.5 * logvar.detach()
     )  # the noise the forward used
@@ -230,7 +230,7 @@ def test_noise_variants_equal_regenerate(samples):
     mu, logvar = inputs(20, 30, torch.float32)
     outs = {}
     for noise in ("regenerate", "store", "recover"):
-        z, kl = reparameterize_kl_triton(mu, logvar, seed=5, samples=samples, noise=noise)
+        z, kl = reparameterize_kl_variant(mu, logvar, seed=5, samples=samples, noise=noise)
         outs[noise] = (z, kl, *torch.autograd.grad((z * z).sum() + kl.sum(), (mu, logvar)))
     for variant in ("store", "recover"):
         for a, b in zip(outs["regenerate"], outs[variant], strict=True):
@@ -245,22 +245,38 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
 
 def test_philox4_is_another_stream_and_needs_tiles_of_four():
     mu, logvar = inputs(9, 13, torch.float32, requires_grad=False)
-    one = reparameterize_kl_triton(mu, logvar, seed=1)[0]
-    four = reparameterize_kl_triton(mu, logvar, seed=1, rng="philox4")[0]
+    one = reparameterize_kl_variant(mu, logvar, seed=1)[0]
+    four = reparameterize_kl_variant(mu, logvar, seed=1, rng="philox4")[0]
     # Element 0 coincides by construction (lane 0 of draw 0 in both); the rest differ.
     assert torch.isclose(one, four).float().mean() < 0.05
     with pytest.raises(ValueError, match="BLOCK_D divisible by 4"):
-        reparameterize_kl_triton(mu, logvar, seed=1, rng="philox4", tiles=(4, 6))
+        reparameterize_kl_variant(mu, logvar, seed=1, rng="philox4", tiles=(4, 6))
     with pytest.raises(ValueError, match="unknown rng"):
-        reparameterize_kl_triton(mu, logvar, rng="mt19937")
+        reparameterize_kl_variant(mu, logvar, rng="mt19937")
 
 
 def test_unsupported_dtype_is_rejected():
     with pytest.raises(ValueError, match="fp32, fp16 or bf16"):
-        reparameterize_kl_triton(
+        reparameterize_kl_variant(
             torch.randn(2, 2, dtype=torch.float64, device=DEVICE),
             torch.randn(2, 2, dtype=torch.float64, device=DEVICE),
         )
+
+
+def test_variants_that_do_not_apply_are_errors():
+    mu, logvar = inputs(3, 8, torch.float32, requires_grad=False)
+    eps = torch.randn(3, 8, device=DEVICE)
+    for variant in ({"noise": "store"}, {"noise": "recover"}, {"rng": "philox4"}):
+        with pytest.raises(ValueError, match="variants draw the noise; eps supplies it"):
+            reparameterize_kl_variant(mu, logvar, eps=eps, **variant)
+    with pytest.raises(ValueError, match="unknown noise mode 'keep'"):
+        reparameterize_kl_variant(mu, logvar, noise="keep")
+    with pytest.raises(ValueError, match="seed draws the noise; eps supplies it: give one"):
+        reparameterize_kl_variant(mu, logvar, eps=eps, seed=3)
+    with pytest.raises(ValueError, match="both be"):
+        reparameterize_kl_variant(mu, logvar[:, :2])
+    with pytest.raises(TypeError, match="noise"):  # the variants are not public API
+        reparameterize_kl(mu, logvar, backend="triton", noise="store")
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ from tests.test_runner import NaNAfter
 from vaebench.cli import main
 from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
+from vaebench.present.report import make_report
 from vaebench.registry import Owner
-from vaebench.report import make_report
 from vaebench.runner import run
 
 NASTY = "<script>alert(1)</script>"

@@ -14,8 +14,9 @@ import vaebench
 from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.registry import Owner, Registry
-from vaebench.results import RESULT_COLUMNS
 from vaebench.runner import run
+from vaebench.schema import column as declared
+from vaebench.schema import ordered_keys
 
 FAST = {
     "dataset": "synthetic",
@@ -72,7 +73,11 @@ def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
     )
     rows = run(config, registry)
     frame = pd.read_csv(tmp_path / "results.csv")
-    assert list(frame.columns[: len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    undeclared = [key for key in frame.columns if declared(key) is None]
+    assert not undeclared, (
+        f"columns written by a run but not declared in vaebench.schema: {undeclared}"
+    )
+    assert list(frame.columns) == ordered_keys(frame.columns)  # declaration order
     assert list(frame["plugin"]) == ["mlp", "conv"] and (frame["status"] == "ok").all()
     for column in (
         "neg_elbo",
@@ -111,6 +116,9 @@ def test_divergence_and_failure_are_recorded_and_others_still_run(test_registry,
         "failed: RuntimeError: cannot build this encoder"
     )
     assert frame.loc["mlp", "status"] == "ok" and frame.loc["mlp", "neg_elbo"] > 0
+    trace = (tmp_path / "errors" / "vae-explodes__normal.txt").read_text()
+    assert trace.startswith("Traceback") and "cannot build this encoder" in trace
+    assert sorted(p.name for p in (tmp_path / "errors").iterdir()) == ["vae-explodes__normal.txt"]
 
 
 def test_interrupted_run_keeps_finished_models(registry, tmp_path, monkeypatch):

@@ -49,8 +49,8 @@ def test_expansion_and_validation(tmp_path, registry):
     assert cells[2].settings["plugins"] == ["conv"] and cells[2].settings["epochs"] == 2
     bad = tmp_path / "bad.toml"
     bad.write_text("[axes]\nlatent-dim = [8, 0]\n")
-    with pytest.raises(ConfigError, match=r"cell 1 .*latent-dim must be at least 1"):
-        expand(load_sweep(bad), registry)
+    with pytest.raises(ConfigError, match=r"latent-dim: must be >= 1, got 0"):
+        load_sweep(bad)
     bad.write_text("[axes]\nwidth = [1]\n")
     with pytest.raises(ConfigError, match="unknown setting 'width'"):
         load_sweep(bad)

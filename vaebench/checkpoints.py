@@ -1,30 +1,30 @@
-"""Small per-model checkpoints: state dict, the spec to rebuild it, and a few test examples.
+"""Small per-model checkpoints, and the pictures drawn from them.
 
-They let ``vaebench report`` draw reconstructions, prior samples and interpolations long
-after the run. Loaded with ``weights_only=True``: a checkpoint can hold tensors and plain
+A checkpoint holds the state dict, the spec to rebuild the model and a few test examples, so
+``vaebench report`` can draw reconstructions, prior samples and interpolations long after
+(and away from) the run. Loaded with ``weights_only=True``: a checkpoint can hold tensors and plain
 containers only, never code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vaebench.errors import VaebenchError
-from vaebench.model import VAE, ModelSpec
-from vaebench.results import atomic_torch_save
+from vaebench.io import atomic_torch_save
+from vaebench.model import VAE, ModelSpec, build_model
+from vaebench.registry import Registry
 
 FORMAT = 1
 REPORT_EXAMPLES = 8
-
-
-def checkpoint_path(out_dir: Path, plugin: str, prior: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{plugin}__{prior}")
-    return out_dir / "checkpoints" / f"{safe}.pt"
+PRIOR_SAMPLES = 16
+INTERPOLATION_STEPS = 10
 
 
 def save_checkpoint(path: Path, model: VAE, spec: ModelSpec, examples: torch.Tensor) -> None:
@@ -50,3 +50,30 @@ def load_checkpoint(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor], tor
     spec = payload["spec"]
     spec = ModelSpec(**{**spec, "input_shape": tuple(spec["input_shape"])})
     return spec, payload["state_dict"], payload["examples"]
+
+
+@dataclass
+class ModelViews:
+    originals: np.ndarray  # (B, *shape) test examples
+    reconstructions: np.ndarray  # likelihood mean of the decoded posterior mean
+    samples: np.ndarray  # likelihood mean of decoded prior samples
+    interpolation: np.ndarray  # decoded straight line between the first two examples' codes
+
+
+@torch.no_grad()
+def model_views(registry: Registry, checkpoint: Path, *, seed: int = 0) -> ModelViews:
+    spec, state, examples = load_checkpoint(checkpoint)
+    model = build_model(registry, spec, kernel_backend="torch")
+    model.load_state_dict(state)
+    model.eval()
+
+    def show(z: torch.Tensor) -> np.ndarray:
+        return model.likelihood.mean(model.decode(z)).float().numpy()
+
+    mu, _ = model.encode(examples)
+    with torch.random.fork_rng(devices=[]):  # fixed samples, the caller's RNG left alone
+        torch.manual_seed(seed)
+        prior_z = model.prior.sample(PRIOR_SAMPLES)
+    t = torch.linspace(0, 1, INTERPOLATION_STEPS)[:, None]
+    line = (1 - t) * mu[0] + t * mu[min(1, len(mu) - 1)]
+    return ModelViews(examples.float().numpy(), show(mu), show(prior_z.float()), show(line))

@@ -1,8 +1,8 @@
 """Run-to-run comparison for CI: per-model deltas, and whether any model regressed.
 
 A model regressed when its IW-NLL (or negative ELBO, where IW-NLL is missing) rose by more
-than ``max_nll_increase`` nats, any of its throughputs fell by more than ``max_slowdown``,
-or it finished in the base run but not in the new one.
+than ``max_nll_increase`` nats, any of its headline throughputs (the schema's throughput
+columns) fell by more than ``max_slowdown``, or it finished in the base run but not in the new one.
 """
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ from pathlib import Path
 import pandas as pd
 
 from vaebench.errors import VaebenchError
-from vaebench.results import load_run
+from vaebench.io import load_run
+from vaebench.schema import COLUMNS, IDENTITY, MISSING, column, is_missing, row_label
 
-KEY = ["model", "plugin", "prior"]
-SPEEDS = ("train_samples_per_s", "encode_samples_per_s", "decode_samples_per_s")
-MUST_MATCH = ("dataset", "likelihood")
+NLL_KEYS = ("iw_nll", "neg_elbo")  # the first one present is compared
+SPEEDS = tuple(
+    c.key for c in COLUMNS if c.group == "throughput" and c.better == "higher" and not c.template
+)
+MUST_MATCH = ("dataset", "likelihood")  # NLLs compare only on the same data and likelihood
 
 
 @dataclass
 class Comparison:
-    table: pd.DataFrame
+    table: pd.DataFrame  # one row per model, formatted for display
     regressions: list[str] = field(default_factory=list)
     only_in_base: list[str] = field(default_factory=list)
     only_in_new: list[str] = field(default_factory=list)
@@ -42,69 +45,73 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def _nll(row: pd.Series, side: str) -> float:
-    for column in ("iw_nll", "neg_elbo"):
-        value = row.get(f"{column}_{side}")
-        if value is not None and not pd.isna(value):
-            return float(value)
-    return math.nan
+def _number(value) -> float:
+    return math.nan if is_missing(value) else float(value)
+
+
+def _nll(row: pd.Series, side: str) -> tuple[str, float]:
+    for key in NLL_KEYS:
+        value = _number(row.get(f"{key}_{side}"))
+        if not math.isnan(value):
+            return key, value
+    return NLL_KEYS[0], math.nan
+
+
+def _fmt(value: float, spec: str) -> str:
+    return MISSING if math.isnan(value) else format(value, spec)
 
 
 def compare_runs(
     base_dir: Path, new_dir: Path, *, max_slowdown: float, max_nll_increase: float
 ) -> Comparison:
     base, new = load_run(base_dir).results, load_run(new_dir).results
-    for frame in (base, new):  # runs from before --model existed trained the vae objective
-        if "model" not in frame:
-            frame["model"] = "vae"
-    merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
-    label = (
-        merged["model"].astype(str)
-        + ":"
-        + merged["plugin"].astype(str)
-        + "/"
-        + merged["prior"].astype(str)
+    merged = base.merge(
+        new, on=list(IDENTITY), how="outer", suffixes=("_base", "_new"), indicator=True
     )
-    only_base = list(label[merged["_merge"] == "left_only"])
-    only_new = list(label[merged["_merge"] == "right_only"])
-    both = merged[merged["_merge"] == "both"].copy()
+    labels = [row_label(row) for _, row in merged.iterrows()]
+    only_base = [
+        label for label, m in zip(labels, merged["_merge"], strict=True) if m == "left_only"
+    ]
+    only_new = [
+        label for label, m in zip(labels, merged["_merge"], strict=True) if m == "right_only"
+    ]
+    both = merged[merged["_merge"] == "both"]
     if both.empty:
         raise VaebenchError(
             f"{base_dir} and {new_dir} have no model (model:plugin/prior) in common; nothing to compare"
         )
-    rows, regressions = [], []
+    records, regressions = [], []
     for _, row in both.iterrows():
-        name = f"{row['model']}:{row['plugin']}/{row['prior']}"
-        for column in MUST_MATCH:
-            a, b = row.get(f"{column}_base"), row.get(f"{column}_new")
-            if a is not None and b is not None and not pd.isna(a) and not pd.isna(b) and a != b:
-                raise VaebenchError(
-                    f"{name}: {column} differs ({a} vs {b}); NLLs are not comparable"
-                )
-        record = {"model": name, "status_base": row["status_base"], "status_new": row["status_new"]}
+        name = row_label(row)
+        for key in MUST_MATCH:
+            a, b = row.get(f"{key}_base"), row.get(f"{key}_new")
+            if not is_missing(a) and not is_missing(b) and a != b:
+                raise VaebenchError(f"{name}: {key} differs ({a} vs {b}); NLLs are not comparable")
         reasons = []
         if row["status_base"] == "ok" and row["status_new"] != "ok":
             reasons.append(f"now {row['status_new']}")
-        nll_base, nll_new = _nll(row, "base"), _nll(row, "new")
-        record["nll_base"], record["nll_new"], record["nll_delta"] = (
-            nll_base,
-            nll_new,
-            nll_new - nll_base,
-        )
-        if record["nll_delta"] > max_nll_increase:
-            reasons.append(f"NLL +{record['nll_delta']:.3f} nats")
+        key, nll_base = _nll(row, "base")
+        nll_new = _number(row.get(f"{key}_new"))
+        delta = nll_new - nll_base
+        if delta > max_nll_increase:
+            reasons.append(f"{column(key).header} +{delta:.3f} nats")
+        record = {
+            "model": name,
+            "status base -> new": f"{row['status_base']} -> {row['status_new']}",
+            "NLL": column(key).header,
+            "base": _fmt(nll_base, ".2f"),
+            "new": _fmt(nll_new, ".2f"),
+            "delta": _fmt(delta, "+.3f"),
+        }
         for speed in SPEEDS:
-            a, b = row.get(f"{speed}_base"), row.get(f"{speed}_new")
-            change = (
-                (float(b) / float(a) - 1)
-                if a and b and not pd.isna(a) and not pd.isna(b)
-                else math.nan
-            )
-            record[f"{speed.removesuffix('_samples_per_s')}_change"] = change
+            a, b = _number(row.get(f"{speed}_base")), _number(row.get(f"{speed}_new"))
+            change = b / a - 1 if a > 0 else math.nan
+            header = column(speed).header
+            record[f"{header} change"] = _fmt(change, "+.1%")
             if change < -max_slowdown:
-                reasons.append(f"{speed.split('_')[0]} {change:+.1%}")
-        record["verdict"] = "; ".join(reasons) if reasons else "ok"
+                reasons.append(f"{header} {change:+.1%}")
+        record["verdict"] = "; ".join(reasons) or "ok"
         if reasons:
             regressions.append(f"{name}: {record['verdict']}")
-        rows.append(record)
-    return Comparison(pd.DataFrame(rows), regressions, only_base, only_new)
+        records.append(record)
+    return Comparison(pd.DataFrame(records), regressions, only_base, only_new)

@@ -1,58 +1,113 @@
-"""Resolved, validated settings for ``vaebench run``: every input error is raised here."""
+"""The run configuration, declared once: every field carries its help, type, bounds and choices.
+
+``vaebench run``'s flags and the keys a sweep TOML accepts are generated from ``RunConfig``,
+and both go through ``check``: one validation, with types, whatever the source. Adding a run
+option is a field here plus the code that reads it. Nothing here imports torch, so
+``vaebench --help`` starts fast.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from vaebench.data import looks_like_path
 from vaebench.errors import ConfigError
-from vaebench.kernels import BACKENDS, resolve_backend
-from vaebench.registry import Registry
+from vaebench.kernels import BACKENDS
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a field appears to users: help text, flag name, bounds, choices."""
+
+    help: str
+    flag: str | None = None  # the CLI name when it differs from the field name
+    short: str | None = None
+    low: float | None = None
+    above: bool = False  # strictly above ``low``
+    below: float | None = None  # strictly below
+    choices: tuple[str, ...] | None = None
+    sweep: bool = True  # may be set in a sweep file
+    aliases: tuple[str, ...] = ()  # further sweep-file keys
+
+
+def option(default: Any, help: str, **meta: Any) -> Any:
+    spec = {"metadata": {"option": Option(help, **meta)}}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), **spec)
+    return field(default=default, **spec)
 
 
 @dataclass
 class RunConfig:
     """Everything a run depends on; written verbatim to ``config.json``."""
 
-    plugins: list[str] = field(default_factory=lambda: ["mlp"])
-    priors: list[str] = field(default_factory=lambda: ["normal"])
-    models: list[str] = field(default_factory=lambda: ["vae"])
-    prior_options: dict[str, Any] = field(default_factory=dict)
-    likelihood_options: dict[str, Any] = field(default_factory=dict)
-    beta: float = 1.0
-    kl_warmup: int = 0
-    corruption: float = 0.3
-    sparsity: float = 0.05
-    iwae_samples: int = 5
-    dataset: str = "digits"
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    likelihood: str = "auto"
-    latent_dim: int = 16
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 2e-3
-    seed: int = 0
-    device: str = "auto"
-    kernel: str = "auto"
-    iw_samples: int = 100
-    timing_min_time: float = 0.3
-    out: str | None = None
-    quiet: bool = False
+    plugins: list[str] = option(["mlp"], "encoder/decoder families", aliases=("plugin",))
+    priors: list[str] = option(["normal"], "priors: normal, mog, vamp, flow", flag="prior")
+    models: list[str] = option(
+        ["vae"],
+        "objectives: vae, iwae, ae, dae, sae; AE-family rows use N(0, I) for samples",
+        flag="model",
+    )
+    dataset: str = option(
+        "digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files"
+    )
+    dataset_options: dict[str, Any] = option(
+        {}, "option of a named dataset, e.g. -D n_train=256", flag="dataset-option", short="-D"
+    )
+    likelihood: str = option(
+        "auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian"
+    )
+    likelihood_options: dict[str, Any] = option(
+        {},
+        "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)",
+        flag="likelihood-option",
+        short="-L",
+    )
+    prior_options: dict[str, Any] = option(
+        {},
+        "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)",
+        flag="prior-option",
+        short="-P",
+    )
+    beta: float = option(1.0, "KL weight of the vae objective", low=0)
+    kl_warmup: int = option(0, "epochs of linear KL warm-up for vae", low=0)
+    corruption: float = option(0.3, "fraction of input values zeroed by dae", low=0, below=1)
+    sparsity: float = option(0.05, "L1 weight on the code for sae", low=0)
+    iwae_samples: int = option(5, "K of the iwae training objective", low=1)
+    latent_dim: int = option(16, "latent dimensions", low=1)
+    epochs: int = option(50, "training epochs", low=1)
+    batch_size: int = option(64, "training batch size", low=1)
+    lr: float = option(2e-3, "Adam learning rate", low=0, above=True)
+    seed: int = option(0, "random seed", low=0)
+    device: str = option("auto", "where to run", choices=DEVICES)
+    kernel: str = option(
+        "auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",)
+    )
+    iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
+    timing_min_time: float = option(
+        0.3, "seconds of timed repeats per throughput figure", low=0, above=True
+    )
+    out: str | None = option(None, "output folder (default: a new runs/<timestamp>)", sweep=False)
+    quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def resolve(self, registry: Registry) -> RunConfig:
-        """Check every name against the registry and fill ``device`` and ``out``."""
-        check_positive(self)
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str) -> RunConfig:
+        """A config from already-typed values (a sweep file): keys and values checked."""
+        return cls(**checked(values, source))
+
+    def resolve(self, registry) -> RunConfig:
+        """Check every name against the registry; fill ``device`` and ``out``."""
         families = registry.families()
         for plugin in self.plugins:
             if plugin not in families:
@@ -60,56 +115,189 @@ class RunConfig:
                     f"unknown plugin '{plugin}' (needs an encoder and a decoder of that name); "
                     f"available: {', '.join(families) or 'none'}"
                 )
-        for prior in self.priors:
-            registry.get("prior", prior)
-        for model in self.models:
-            registry.get("model", model)
+        for kind, names in (("prior", self.priors), ("model", self.models)):
+            for name in names:
+                registry.get(kind, name)
         if self.likelihood != "auto":
             registry.get("likelihood", self.likelihood)
-        if not looks_like_path(self.dataset):
+        if not is_path(self.dataset, registry):
             registry.get("dataset", self.dataset)
-        if self.kernel not in BACKENDS:
-            raise ConfigError(
-                f"unknown kernel backend '{self.kernel}'; available: {', '.join(BACKENDS)}"
-            )
         device = resolve_device(self.device)
+        from vaebench.kernels import resolve_backend
+
         try:
             resolve_backend(self.kernel, device)
         except ValueError as exc:
             raise ConfigError(f"--kernel {self.kernel}: {exc}") from None
-        out = self.out or default_out_dir()
-        return dataclasses.replace(self, device=device, out=str(out))
+        return dataclasses.replace(self, device=device, out=str(self.out or default_out_dir()))
 
 
-def check_positive(config: RunConfig) -> None:
-    for name in ("latent_dim", "epochs", "batch_size", "iw_samples", "iwae_samples"):
-        if getattr(config, name) < 1:
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+TYPES = typing.get_type_hints(RunConfig)
+
+
+def meta(name: str) -> Option:
+    return FIELDS[name].metadata["option"]
+
+
+def flag(name: str) -> str:
+    return "--" + (meta(name).flag or name.replace("_", "-"))
+
+
+def sweep_keys() -> dict[str, str]:
+    """Every key a sweep file may use (field, flag and alias spellings) -> field name."""
+    keys = {}
+    for name in FIELDS:
+        if meta(name).sweep:
+            for key in (name, (meta(name).flag or name), *meta(name).aliases):
+                keys[key.replace("-", "_")] = name
+    return keys
+
+
+def checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Sweep-file keys to field names and values to checked values; ConfigError names the key."""
+    accepted = sweep_keys()
+    settings = {}
+    for key, value in values.items():
+        name = accepted.get(key.replace("-", "_"))
+        if name is None:
             raise ConfigError(
-                f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
+                f"{source}: unknown setting '{key}'; use any vaebench run option: "
+                + ", ".join(sorted(set(accepted.values())))
             )
-    for name in ("lr", "timing_min_time"):
-        if not getattr(config, name) > 0:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
+        try:
+            settings[name] = check(name, value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+    return settings
+
+
+def _number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"expected {'a whole number' if kind is int else 'a number'}, got {value!r}"
+        )
+    if kind is int and not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return kind(value)
+
+
+def check(name: str, value: Any) -> Any:
+    """``value`` for field ``name``, typed and within bounds; ValueError says what is wrong."""
+    kind, spec = TYPES[name], meta(name)
+    if kind in (int, float):
+        value = _number(value, kind)
+        if spec.low is not None and (value < spec.low or (spec.above and value == spec.low)):
+            raise ValueError(f"must be {'>' if spec.above else '>='} {spec.low:g}, got {value!r}")
+        if spec.below is not None and value >= spec.below:
+            raise ValueError(f"must be < {spec.below:g}, got {value!r}")
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+    elif kind == list[str]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise ValueError(f"expected a name, a comma list or a list of names, got {value!r}")
+        value = list(dict.fromkeys(v.strip() for v in items if v.strip()))
+        if not value:
+            raise ValueError("needs at least one name")
+    elif kind == dict[str, Any]:
+        if not isinstance(value, dict) or not all(
+            isinstance(v, (int, float, str, bool)) for v in value.values()
+        ):
+            raise ValueError(f"expected a table of KEY = number or text, got {value!r}")
+    elif not (isinstance(value, str) or (value is None and FIELDS[name].default is None)):
+        raise ValueError(f"expected text, got {value!r}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"'{value}' is not one of: {', '.join(spec.choices)}")
+    return value
+
+
+def from_text(name: str, text: Any) -> Any:
+    """A command-line string (or ``KEY=VALUE`` list) to the field's type, then ``check``."""
+    kind = TYPES[name]
+    if kind is int:
+        try:
+            text = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got '{text}'") from None
+    elif kind is float:
+        try:
+            text = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got '{text}'") from None
+    elif kind == dict[str, Any]:
+        text = parse_pairs(text)
+    return check(name, text)
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict, values as int, float or string."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got '{pair}'")
+        value: Any = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        options[key] = value
+    return options
+
+
+def add_run_flags(parser) -> None:
+    """One argparse flag per field, parsed later by ``from_args`` (so errors read alike)."""
+    for name in FIELDS:
+        spec, kind = meta(name), TYPES[name]
+        names = [flag(name), *([spec.short] if spec.short else [])]
+        shown = _default(name)
+        text = f"{spec.help}; {accepts(name)}" + ("" if shown == "–" else f" (default: {shown})")
+        if kind is bool:
+            parser.add_argument(*names, dest=name, action="store_true", help=spec.help)
+        elif kind == dict[str, Any]:
+            parser.add_argument(
+                *names, dest=name, action="append", default=[], metavar="KEY=VALUE", help=text
             )
-    if not config.plugins:
-        raise ConfigError("--plugins needs at least one name")
-    if not config.priors:
-        raise ConfigError("--prior needs at least one name")
-    if not config.models:
-        raise ConfigError("--model needs at least one name")
-    if not 0 <= config.corruption < 1:
-        raise ConfigError(f"--corruption must be in [0, 1), got {config.corruption}")
-    for name in ("beta", "sparsity", "kl_warmup"):
-        if getattr(config, name) < 0:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
-            )
+        else:
+            metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else None
+            parser.add_argument(*names, dest=name, default=None, metavar=metavar, help=text)
+
+
+def from_args(namespace: Any) -> RunConfig:
+    """The config from ``add_run_flags``' namespace; a bad value names its flag."""
+    values = {}
+    for name in FIELDS:
+        raw = getattr(namespace, name)
+        if raw is None or (TYPES[name] == dict[str, Any] and raw == []) or raw is False:
+            continue
+        try:
+            values[name] = from_text(name, raw)
+        except ValueError as exc:
+            raise ConfigError(f"{flag(name)}: {exc}") from None
+    return RunConfig(**values)
+
+
+def is_path(spec: str, registry) -> bool:
+    """A registered dataset name always means that dataset; anything else must look like a path."""
+    if spec in registry.names("dataset"):
+        return False
+    if "/" in spec or Path(spec).suffix:
+        return True
+    raise ConfigError(
+        f"unknown dataset '{spec}'; available: {', '.join(registry.names('dataset'))}; "
+        f"give a file or folder as a path (./{spec})"
+    )
 
 
 def resolve_device(device: str) -> str:
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device '{device}'; available: {', '.join(DEVICES)}")
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -130,19 +318,40 @@ def default_out_dir(root: Path = Path("runs")) -> Path:
     return candidate
 
 
-def parse_options(pairs: list[str], flag: str = "--dataset-option") -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict, values as int, float or string."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
-        options[key] = value
-    return options
+def accepts(name: str) -> str:
+    """What a field accepts, in words: its choices, bounds or shape."""
+    spec, kind = meta(name), TYPES[name]
+    if spec.choices:
+        return " / ".join(spec.choices)
+    if kind in (int, float):
+        low = "" if spec.low is None else f"{'>' if spec.above else '>='} {spec.low:g}"
+        high = "" if spec.below is None else f"< {spec.below:g}"
+        what = "integer" if kind is int else "number"
+        return f"{what} " + ", ".join(b for b in (low, high) if b)
+    return {
+        list[str]: "names, comma-separated",
+        dict[str, Any]: "KEY=VALUE, repeatable",
+        bool: "flag",
+    }.get(kind, "text")
+
+
+def _default(name: str) -> str:
+    f = FIELDS[name]
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value in (None, {}, False):
+        return "–"
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def options_markdown() -> str:
+    """The README's table of run options, generated from the fields."""
+    lines = [
+        "| flag | sweep key | accepts | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in FIELDS:
+        spec = meta(name)
+        flags = ", ".join(f"`{n}`" for n in (flag(name), spec.short) if n)
+        key = f"`{name}`" if spec.sweep else "–"
+        lines.append(f"| {flags} | {key} | {accepts(name)} | {_default(name)} | {spec.help} |")
+    return "\n".join(lines)

@@ -24,9 +24,8 @@ TEST_FRACTION = 0.2
 class Dataset:
     """Train and test images as float32 in ``(N, *shape)``, labels optional.
 
-    ``binary`` is true when every value is exactly 0 or 1; values always lie in [0, 1] for
-    image data, but a loader may hand over real-valued data (then the default likelihood
-    is Gaussian).
+    Values lie in [0, 1] for image data, but a loader may hand over real-valued data (then
+    the default likelihood is Gaussian).
     """
 
     name: str
@@ -59,10 +58,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
-
-    @property
-    def binary(self) -> bool:
-        return bool(all(((x == 0) | (x == 1)).all() for x in (self.x_train, self.x_test)))
 
     @property
     def unit_interval(self) -> bool:
@@ -240,10 +235,6 @@ def load_idx_dir(directory: Path) -> Dataset:
         y_train = to_labels(read_idx(files["y_train"]), x_train.shape[0], str(files["y_train"]))
         y_test = to_labels(read_idx(files["y_test"]), x_test.shape[0], str(files["y_test"]))
     return Dataset(str(directory), x_train, x_test, y_train, y_test)
-
-
-def looks_like_path(spec: str) -> bool:
-    return "/" in spec or spec.endswith(".npz") or Path(spec).exists()
 
 
 def load_path(spec: str) -> Dataset:

@@ -20,7 +20,7 @@ from torch import nn
 
 from vaebench.data import Dataset
 from vaebench.errors import VaebenchError
-from vaebench.results import atomic_torch_save
+from vaebench.io import atomic_torch_save
 
 CACHE_ENV = "VAEBENCH_CACHE"
 CLASSIFIER_EPOCHS = 30

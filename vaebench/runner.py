@@ -1,23 +1,23 @@
-"""Run every (model, plugin, prior) combination: build, train, evaluate, time, save each row.
-
-Rows are written to disk as soon as each model finishes, so an interrupted or partly failed
-run keeps everything already computed.
+"""A run, top to bottom: resolve the context once (data, device, backend, likelihood,
+classifier), then ``run_one`` per (model, plugin, prior): build, train, evaluate, time, save.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import traceback
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from vaebench import metrics
-from vaebench.checkpoints import REPORT_EXAMPLES, checkpoint_path, save_checkpoint
-from vaebench.config import RunConfig
-from vaebench.data import Dataset, load_path, looks_like_path
+from vaebench.checkpoints import REPORT_EXAMPLES, save_checkpoint
+from vaebench.config import RunConfig, is_path
+from vaebench.data import Dataset, load_path
 from vaebench.errors import ConfigError, DataError
 from vaebench.generative import (
     FeatureClassifier,
@@ -26,11 +26,12 @@ from vaebench.generative import (
     mmd,
     sample_quality,
 )
+from vaebench.io import atomic_write_text, environment, write_json, write_results
 from vaebench.kernels import resolve_backend, triton_available
 from vaebench.model import VAE, ModelSpec, Objective, build_model
 from vaebench.registry import Registry
-from vaebench.results import environment, write_json, write_results
-from vaebench.timing import measure_model, measure_reparam_kl
+from vaebench.schema import row_label, row_stem
+from vaebench.timing import Timing, measure_model, measure_reparam_kl
 from vaebench.train import train
 
 MAX_TIMING_BATCH = 256
@@ -71,7 +72,7 @@ def timed_backends(selected: str, device: torch.device) -> list[str]:
 
 
 def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
-    if looks_like_path(config.dataset):
+    if is_path(config.dataset, registry):
         if config.dataset_options:
             raise DataError("--dataset-option applies to named datasets, not to files")
         return load_path(config.dataset)
@@ -87,141 +88,193 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
     return dataset
 
 
-def choose_likelihood(requested: str, dataset: Dataset) -> str:
-    """Bernoulli for binary or [0, 1] data, Gaussian otherwise, unless the user chose."""
-    if requested != "auto":
-        return requested
-    return "bernoulli" if dataset.unit_interval else "gaussian"
-
-
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
-def objective_options(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
-    return {
-        "beta": config.beta,
-        "kl_warmup_steps": config.kl_warmup * steps_per_epoch,
-        "corruption": config.corruption,
-        "sparsity": config.sparsity,
-        "iwae_samples": config.iwae_samples,
-    }
+@dataclass
+class RunContext:
+    """What every model of a run shares, resolved once: data, device, backend, likelihood."""
 
+    config: RunConfig
+    registry: Registry
+    out: Path
+    dataset: Dataset
+    likelihood: str
+    device: torch.device
+    kernel_backend: str
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    timing_batch: torch.Tensor
+    steps_per_epoch: int
+    classifier: tuple[FeatureClassifier, float] | None
+    reparam_timings: dict[str, Timing]
 
-def model_grid(config: RunConfig, registry: Registry, steps_per_epoch: int):
-    """(model name, objective, plugin, prior) for every combination to run.
+    @classmethod
+    def resolve(cls, config: RunConfig, registry: Registry) -> RunContext:
+        """Load and check everything; bad data or options fail here, before any file is written."""
+        dataset = load_dataset(config, registry)
+        likelihood = config.likelihood
+        if likelihood == "auto":  # Bernoulli for [0, 1] data, Gaussian otherwise
+            likelihood = "bernoulli" if dataset.unit_interval else "gaussian"
+        check_likelihood_options(registry, likelihood, dataset, config.likelihood_options)
+        device = torch.device(config.device)
+        kernel_backend = resolve_backend(config.kernel, device)
+        x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
+        timing_batch = x_train[: min(config.batch_size, MAX_TIMING_BATCH)]
+        classifier = load_or_train_classifier(dataset) if dataset.has_labels else None
+        reparam = {
+            backend: measure_reparam_kl(
+                backend,
+                rows=timing_batch.shape[0],
+                latent_dim=config.latent_dim,
+                device=device,
+                min_run_time=config.timing_min_time,
+            )
+            for backend in timed_backends(kernel_backend, device)
+        }
+        return cls(
+            config,
+            registry,
+            Path(config.out),
+            dataset,
+            likelihood,
+            device,
+            kernel_backend,
+            x_train,
+            x_test,
+            timing_batch,
+            math.ceil(x_train.shape[0] / config.batch_size),
+            classifier,
+            reparam,
+        )
 
-    The AE family trains without a prior: each AE-family model runs once per plugin, with
-    prior ``normal``, which only says where its "prior samples" are drawn (N(0, I)).
-    """
-    options = objective_options(config, steps_per_epoch)
-    for name in config.models:
-        objective = registry.get("model", name).factory(**options)
-        priors = config.priors if objective.variational else ["normal"]
-        for plugin, prior in itertools.product(config.plugins, priors):
-            yield name, objective, plugin, prior
+    def objective_options(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "beta": config.beta,
+            "kl_warmup_steps": config.kl_warmup * self.steps_per_epoch,
+            "corruption": config.corruption,
+            "sparsity": config.sparsity,
+            "iwae_samples": config.iwae_samples,
+        }
+
+    def grid(self):
+        """(model name, objective, plugin, prior) for every combination to run.
+
+        The AE family trains without a prior: each AE-family model runs once per plugin, with
+        prior ``normal``, which only says where its "prior samples" are drawn (N(0, I)).
+        """
+        for name in self.config.models:
+            objective = self.registry.get("model", name).factory(**self.objective_options())
+            priors = self.config.priors if objective.variational else ["normal"]
+            for plugin, prior in itertools.product(self.config.plugins, priors):
+                yield name, objective, plugin, prior
 
 
 def run(
     config: RunConfig, registry: Registry, reporter: Reporter | None = None
 ) -> list[dict[str, Any]]:
-    """Train and measure every model of a resolved ``config``; returns the result rows."""
+    """Train and measure every model of a resolved ``config``; returns the result rows.
+
+    Rows are written after each model, so an interrupted run keeps every finished model.
+    """
     reporter = reporter or SilentReporter()
-    out = Path(config.out)
-    dataset = load_dataset(config, registry)  # bad data fails before anything is written
+    context = RunContext.resolve(config, registry)
+    out = context.out
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.to_dict())
     write_json(out / "environment.json", environment(config.device))
-
-    likelihood = choose_likelihood(config.likelihood, dataset)
-    check_likelihood_options(registry, likelihood, dataset, config.likelihood_options)
-    device = torch.device(config.device)
-    kernel_backend = resolve_backend(config.kernel, device)
-    x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
-    timing_batch = x_train[: min(config.batch_size, MAX_TIMING_BATCH)]
-    steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
-    classifier = feature_classifier(dataset)
-
-    reparam = {
-        backend: measure_reparam_kl(
-            backend,
-            rows=timing_batch.shape[0],
-            latent_dim=config.latent_dim,
-            device=device,
-            min_run_time=config.timing_min_time,
-        )
-        for backend in timed_backends(kernel_backend, device)
-    }
-
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
-    for name, objective, plugin, prior in model_grid(config, registry, steps_per_epoch):
-        row: dict[str, Any] = {
-            "model": name,
-            "plugin": plugin,
-            "prior": prior,
-            "dataset": dataset.name,
-            "latent_dim": config.latent_dim,
-            "epochs": config.epochs,
-            "seed": config.seed,
-            "device": config.device,
-            "kernel_backend": kernel_backend,
-            "iw_samples": config.iw_samples,
-            "likelihood": likelihood,
-            "family": "vae" if objective.variational else "ae",
-            "batch_size": config.batch_size,
-            "lr": config.lr,
-            "n_train": x_train.shape[0],
-            "n_test": x_test.shape[0],
-        }
-        label = f"{name}:{plugin}/{prior}"
-        try:
-            torch.manual_seed(config.seed)
-            spec = ModelSpec(
-                plugin,
-                prior,
-                likelihood,
-                dataset.input_shape,
-                config.latent_dim,
-                config.prior_options,
-                config.likelihood_options,
-            )
-            examples = dataset.x_train[:EXAMPLES_FOR_PRIORS]
-            model = build_model(registry, spec, kernel_backend=config.kernel, examples=examples).to(
-                device
-            )
-            row["parameters"] = sum(p.numel() for p in model.parameters())
-            row.update(untrained(model, objective, x_test))
-            with reporter.training(label, config.epochs * steps_per_epoch):
-                outcome = train(
-                    model,
-                    x_train,
-                    objective=objective,
-                    epochs=config.epochs,
-                    batch_size=config.batch_size,
-                    lr=config.lr,
-                    seed=config.seed,
-                    on_step=reporter.step,
-                )
-            histories[label] = outcome.history
-            row["train_seconds"] = outcome.seconds
-            row["status"] = outcome.status
-            if not outcome.diverged:
-                row.update(evaluate(model, objective, dataset, x_train, x_test, config, classifier))
-                row.update(throughput(model, objective, timing_batch, config))
-                path = checkpoint_path(out, f"{name}-{plugin}", prior)
-                save_checkpoint(path, model, spec, dataset.x_test[:REPORT_EXAMPLES])
-                row["checkpoint"] = str(path.relative_to(out))
-                for backend, timing in reparam.items():
-                    row[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
-                    row[f"reparam_kl_{backend}_spread"] = timing.relative_spread
-        except Exception as exc:  # a broken plugin or model fails alone; the others run
-            row["status"] = f"failed: {_one_line(exc)}"
+    for name, objective, plugin, prior in context.grid():
+        row, history = run_one(context, name, objective, plugin, prior, reporter)
         rows.append(row)
+        if history is not None:
+            histories[row_label(row)] = history
         write_results(out, rows)
         write_json(out / "history.json", histories)
         reporter.finished(row)
     return rows
+
+
+def run_one(
+    context: RunContext,
+    name: str,
+    objective: Objective,
+    plugin: str,
+    prior: str,
+    reporter: Reporter,
+) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
+    """Build, train, evaluate, time and save one model; a failure stays in its own row.
+
+    A failing model gets a one-line status in its row and its full traceback in
+    ``errors/<model>.txt``; the other models still run.
+    """
+    config, out = context.config, context.out
+    row: dict[str, Any] = {
+        "model": name,
+        "plugin": plugin,
+        "prior": prior,
+        "dataset": context.dataset.name,
+        "likelihood": context.likelihood,
+        "family": "vae" if objective.variational else "ae",
+        "latent_dim": config.latent_dim,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "seed": config.seed,
+        "device": config.device,
+        "kernel_backend": context.kernel_backend,
+        "iw_samples": config.iw_samples,
+        "n_train": context.x_train.shape[0],
+        "n_test": context.x_test.shape[0],
+    }
+    history = None
+    try:
+        torch.manual_seed(config.seed)
+        spec = ModelSpec(
+            plugin,
+            prior,
+            context.likelihood,
+            context.dataset.input_shape,
+            config.latent_dim,
+            config.prior_options,
+            config.likelihood_options,
+        )
+        examples = context.dataset.x_train[:EXAMPLES_FOR_PRIORS]
+        model = build_model(
+            context.registry, spec, kernel_backend=config.kernel, examples=examples
+        ).to(context.device)
+        row["parameters"] = sum(p.numel() for p in model.parameters())
+        row.update(untrained(model, objective, context.x_test))
+        with reporter.training(row_label(row), config.epochs * context.steps_per_epoch):
+            outcome = train(
+                model,
+                context.x_train,
+                objective=objective,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                lr=config.lr,
+                seed=config.seed,
+                on_step=reporter.step,
+            )
+        history = outcome.history
+        row["train_seconds"] = outcome.seconds
+        row["status"] = outcome.status
+        if not outcome.diverged:
+            row.update(evaluate(model, objective, context))
+            row.update(throughput(model, objective, context.timing_batch, config))
+            path = out / "checkpoints" / f"{row_stem(row)}.pt"
+            save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
+            row["checkpoint"] = str(path.relative_to(out))
+            for backend, timing in context.reparam_timings.items():
+                row[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
+                row[f"reparam_kl_{backend}_spread"] = timing.relative_spread
+    except Exception as exc:  # a broken plugin or model fails alone; the others run
+        row["status"] = f"failed: {_one_line(exc)}"
+        atomic_write_text(out / "errors" / f"{row_stem(row)}.txt", traceback.format_exc())
+    return row, history
 
 
 def check_likelihood_options(
@@ -236,13 +289,6 @@ def check_likelihood_options(
         ) from None
 
 
-def feature_classifier(dataset: Dataset) -> tuple[FeatureClassifier, float] | None:
-    """The sample metrics' classifier, when the data has labels (trained once, then cached)."""
-    if not dataset.has_labels:
-        return None
-    return load_or_train_classifier(dataset)
-
-
 @torch.no_grad()
 def untrained(model: VAE, objective: Objective, x_test: torch.Tensor) -> dict[str, float]:
     """The same network before its first step: what training must beat."""
@@ -253,16 +299,10 @@ def untrained(model: VAE, objective: Objective, x_test: torch.Tensor) -> dict[st
 
 
 @torch.no_grad()
-def evaluate(
-    model: VAE,
-    objective: Objective,
-    dataset: Dataset,
-    x_train: torch.Tensor,
-    x_test: torch.Tensor,
-    config: RunConfig,
-    classifier: tuple[FeatureClassifier, float] | None,
-) -> dict[str, Any]:
+def evaluate(model: VAE, objective: Objective, context: RunContext) -> dict[str, Any]:
     """Test-split metrics. ELBO columns only for the VAE family (AE rows leave them empty)."""
+    config, dataset, classifier = context.config, context.dataset, context.classifier
+    x_train, x_test = context.x_train, context.x_test
     model.eval()
     torch.manual_seed(config.seed + 1)
     test_means = metrics.posterior_means(model, x_test)

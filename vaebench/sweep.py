@@ -26,40 +26,20 @@ from typing import Any
 
 import pandas as pd
 
-from vaebench.config import RunConfig, default_out_dir
+from vaebench.config import RunConfig, checked, default_out_dir, sweep_keys
 from vaebench.errors import ConfigError
+from vaebench.io import atomic_write_text, write_json
 from vaebench.registry import Registry
-from vaebench.results import atomic_write_text, write_json
+from vaebench.schema import IDENTITY, metric_columns
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-LIST_FIELDS = {"plugins", "priors", "models"}
-ALIASES = {"plugin": "plugins", "prior": "priors", "model": "models", "kernel_backend": "kernel"}
-NOT_SWEEPABLE = {"out", "quiet"}
 CELL_FILE = "cell.json"
 DONE_FILE = "done.json"
 COMPLETE = ("ok", "diverged")
-METRICS = (
-    "neg_elbo",
-    "recon_nll",
-    "kl",
-    "iw_nll",
-    "elbo_gap",
-    "active_units",
-    "probe_accuracy",
-    "sample_fd",
-    "sample_confidence",
-    "latent_mmd",
-    "interp_path_ratio",
-    "interp_max_jump",
-    "train_samples_per_s",
-    "encode_samples_per_s",
-    "decode_samples_per_s",
-    "train_seconds",
-)
 
 
 @dataclass(frozen=True)
@@ -81,26 +61,6 @@ class SweepSpec:
     axes: dict[str, list[Any]]
 
 
-def _field_name(key: str, source: str) -> str:
-    name = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
-    fields = {f.name for f in dataclasses.fields(RunConfig)} - NOT_SWEEPABLE
-    if name not in fields:
-        raise ConfigError(
-            f"{source}: unknown setting '{key}'; use any vaebench run option: {', '.join(sorted(fields))}"
-        )
-    return name
-
-
-def _value(name: str, value: Any) -> Any:
-    """TOML value to a RunConfig value: list fields take a name, a comma list or a list."""
-    if name in LIST_FIELDS:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            return [str(v) for v in value]
-    return value
-
-
 def load_sweep(path: Path) -> SweepSpec:
     """Parse and check a sweep file: ``[fixed]`` settings and ``[axes]`` lists to cross."""
     try:
@@ -114,18 +74,20 @@ def load_sweep(path: Path) -> SweepSpec:
         raise ConfigError(
             f"{path}: unknown table(s) {sorted(unknown)}; a sweep file has [fixed] and [axes]"
         )
-    fixed = {
-        _field_name(k, str(path)): _value(_field_name(k, str(path)), v)
-        for k, v in data.get("fixed", {}).items()
-    }
+    for table in ("fixed", "axes"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"{path}: [{table}] must be a table of settings")
+    fixed = checked(data.get("fixed", {}), str(path))  # typed and bounded like the flags
     axes: dict[str, list[Any]] = {}
     for key, values in data.get("axes", {}).items():
-        name = _field_name(key, str(path))
+        name = sweep_keys().get(key.replace("-", "_"))
+        if name is None:
+            checked({key: None}, str(path))  # raises: unknown setting
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: axis '{key}' must be a non-empty list, got {values!r}")
         if name in fixed:
             raise ConfigError(f"{path}: '{key}' is both fixed and an axis")
-        axes[name] = values
+        axes[name] = [checked({key: v}, str(path))[name] for v in values]
     return SweepSpec(str(path), fixed, axes)
 
 
@@ -140,11 +102,9 @@ def expand(spec: SweepSpec, registry: Registry) -> list[Cell]:
     cells = []
     for index, combo in enumerate(itertools.product(*(spec.axes[n] for n in names))):
         axes = dict(zip(names, combo, strict=True))
-        settings = {**spec.fixed, **{n: _value(n, v) for n, v in axes.items()}, "quiet": True}
+        settings = checked({**spec.fixed, **axes}, spec.source)
         try:
-            RunConfig(**settings, out="<cell>").resolve(registry)
-        except TypeError as exc:
-            raise ConfigError(f"{spec.source}: {exc}") from None
+            RunConfig(**settings).resolve(registry)
         except ConfigError as exc:
             raise ConfigError(f"{spec.source}: cell {index} ({axes}): {exc}") from None
         slug = "_".join(f"{n}={_slug(v)}" for n, v in axes.items()) or "single"
@@ -175,7 +135,8 @@ def run_cell(cell_id: str, settings: dict[str, Any], folder: str) -> dict[str, A
     started = time.perf_counter()
     try:
         registry = load_registry()
-        config = RunConfig(**{**settings, "out": str(path / "run")}).resolve(registry)
+        config = RunConfig.from_mapping(settings, str(path / CELL_FILE))
+        config = dataclasses.replace(config, out=str(path / "run"), quiet=True).resolve(registry)
         rows = run(config, registry)
         status = "ok" if all(r["status"] == "ok" for r in rows) else "diverged"
     except Exception as exc:  # a failing cell is recorded; the sweep goes on
@@ -285,12 +246,12 @@ def aggregate(out: Path, cells: Iterable[Cell]) -> tuple[pd.DataFrame, pd.DataFr
 def summarize(sweep: pd.DataFrame) -> pd.DataFrame:
     """Group over everything but the seed; statistics over the models that finished."""
     keys = [c for c in sweep.columns if c.startswith("axis.") and c != "axis.seed"]
-    keys += [c for c in ("model", "plugin", "prior") if c in sweep]
+    keys += [c for c in IDENTITY if c in sweep]
     if not keys:
         keys = ["all"]
         sweep = sweep.assign(all="all")
     finished = sweep[sweep.get("status", pd.Series(dtype=str)) == "ok"]
-    metrics = [m for m in METRICS if m in sweep]
+    metrics = [c.key for c in metric_columns(sweep.columns)]
     groups = sweep.groupby(keys, dropna=False, sort=False)
     summary = groups.size().rename("cells").reset_index()
     done = finished.groupby(keys, dropna=False, sort=False).size().rename("finished").reset_index()

@@ -19,6 +19,11 @@ def _subplots(rows: int = 1, cols: int = 1, *, figsize, squeeze: bool = True):
     return fig, fig.subplots(rows, cols, squeeze=squeeze)
 
 
+def plain(text: object) -> str:
+    """User text (plugin names, paths) drawn literally: a ``$`` never starts mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 HISTORY_TERMS = (
     ("loss", "training loss (negative ELBO for vae)"),
     ("recon", "reconstruction NLL"),
@@ -35,7 +40,7 @@ def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
                 ax.plot(
                     [e["epoch"] for e in epochs],
                     [e.get(key, math.nan) for e in epochs],
-                    label=label,
+                    label=plain(label),
                     marker=".",
                 )
         ax.set_title(title)
@@ -64,7 +69,7 @@ def _grouped_bars(
     for xi, status in zip(x, statuses, strict=True):
         if status != "ok":
             ax.annotate(
-                status,
+                plain(status),
                 (xi, 0),
                 xytext=(0, 4),
                 textcoords="offset points",
@@ -74,7 +79,7 @@ def _grouped_bars(
                 color="crimson",
                 fontsize="small",
             )
-    ax.set_xticks(x, labels, rotation=20, ha="right")
+    ax.set_xticks(x, [plain(label) for label in labels], rotation=20, ha="right")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small")
 
@@ -116,7 +121,7 @@ def family_bars(frame: pd.DataFrame) -> Figure:
     ):
         x = np.arange(len(frame))
         ax.bar(x, frame[column].fillna(0.0), color=colours)
-        ax.set_xticks(x, list(frame["label"]), rotation=30, ha="right")
+        ax.set_xticks(x, [plain(label) for label in frame["label"]], rotation=30, ha="right")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in ("tab:red", "tab:blue")]
@@ -132,7 +137,7 @@ def kl_per_dim(labels: list[str], kl_rows: list[list[float]]) -> Figure:
         grid[i, : len(row)] = row
     fig, ax = _subplots(figsize=(max(6, 0.35 * width + 3), 0.5 * len(labels) + 1.5))
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), [plain(label) for label in labels])
     ax.set_xlabel("latent dimension")
     fig.colorbar(image, ax=ax, label="KL to N(0, I), nats")
     return fig
@@ -163,6 +168,31 @@ def image_grid(rows: list[tuple[str, np.ndarray]], title: str) -> Figure:
                 ax.imshow(pictures[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:
                 ax.axis("off")
-        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
-    fig.suptitle(title, fontsize="medium")
+        axes[r][0].set_ylabel(plain(label), rotation=0, ha="right", va="center", fontsize="small")
+    fig.suptitle(plain(title), fontsize="medium")
+    return fig
+
+
+def error_bars(summary: pd.DataFrame, labels: list[str], columns: list) -> Figure:
+    """Mean +- std over seeds of each group, one panel per (schema) column."""
+    present = [c for c in columns if f"{c.key}_mean" in summary]
+    cols = min(4, max(1, len(present)))
+    rows = math.ceil(max(1, len(present)) / cols)
+    width = max(4.5, 0.6 * len(labels) + 2) * cols
+    fig, axes = _subplots(rows, cols, figsize=(width, 4.5 * rows), squeeze=False)
+    axes = axes.ravel()
+    x = np.arange(len(labels))
+    for ax, col in zip(axes, present, strict=False):
+        ax.bar(
+            x,
+            summary[f"{col.key}_mean"].fillna(0),
+            yerr=summary[f"{col.key}_std"].fillna(0),
+            capsize=4,
+        )
+        ax.set_xticks(
+            x, [plain(label) for label in labels], rotation=30, ha="right", fontsize="small"
+        )
+        better = f", {col.better} is better" if col.better else ""
+        ax.set_title(f"{col.header} ({col.unit or 'value'}{better})\nmean ± std over seeds")
+        ax.grid(axis="y", alpha=0.3)
     return fig

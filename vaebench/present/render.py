@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from vaebench.results import atomic_write_text
+from vaebench.io import atomic_write_bytes, atomic_write_text
 
 
 @dataclass
@@ -114,7 +114,7 @@ def write_report(sections: list[Section], title: str, html_path: Path) -> tuple[
                 md_parts.append(_md_table(block))
             else:
                 png = figure_png(block.figure)
-                (figure_dir / f"{block.name}.png").write_bytes(png)
+                atomic_write_bytes(figure_dir / f"{block.name}.png", png)
                 data = base64.b64encode(png).decode("ascii")
                 caption = html.escape(block.caption)
                 html_parts.append(

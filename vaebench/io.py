@@ -1,7 +1,5 @@
-"""Result rows and the run directory: atomic writes and the environment a run happened in.
-
-The column names in ``RESULT_COLUMNS`` are the contract that scripts, reports and
-comparisons read; further columns follow them.
+"""Everything the project writes and reads back: atomic writes, result files, run folders,
+and the environment a figure was measured in (runs and benchmarks share ``environment``).
 """
 
 from __future__ import annotations
@@ -11,59 +9,36 @@ import json
 import math
 import os
 import platform
+import secrets
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from vaebench.errors import VaebenchError
-
-RESULT_COLUMNS: tuple[str, ...] = (
-    "plugin",
-    "prior",
-    "dataset",
-    "latent_dim",
-    "epochs",
-    "seed",
-    "device",
-    "kernel_backend",
-    "neg_elbo",
-    "recon_nll",
-    "kl",
-    "iw_nll",
-    "iw_samples",
-    "elbo_gap",
-    "active_units",
-    "probe_accuracy",
-    "train_samples_per_s",
-    "encode_samples_per_s",
-    "decode_samples_per_s",
-    "status",
-)
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from vaebench.schema import IDENTITY, ordered_keys
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write a temporary file in the same folder, then rename: readers never see half a file.
+
+    The temporary file is created with mode 0o666 and the process umask applies, as for any
+    ordinary write (results are for sharing); the umask is never read or changed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are for sharing
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -73,6 +48,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(path: Path, payload: Any) -> None:
     """``torch.save`` with the same all-or-nothing guarantee as the result files."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -92,15 +69,10 @@ def write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(_json_safe(payload), indent=2, sort_keys=False) + "\n")
 
 
-def ordered_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
-    return frame.reindex(columns=[*RESULT_COLUMNS, *extra])
-
-
 def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     """``results.csv`` and ``results.json``, rewritten whole after each model finishes."""
-    frame = ordered_frame(rows)
+    frame = pd.DataFrame(rows)
+    frame = frame.reindex(columns=ordered_keys(frame.columns))
     flat = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
     atomic_write_text(out_dir / "results.csv", flat.to_csv(index=False))
     records = [{key: row.get(key) for key in frame.columns} for row in rows]
@@ -137,7 +109,7 @@ def load_run(path: Path) -> Run:
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise VaebenchError(f"{results_path}: holds no result rows")
     frame = pd.DataFrame(rows)
-    for column in ("plugin", "prior", "status"):
+    for column in (*IDENTITY, "status"):
         if column not in frame:
             raise VaebenchError(f"{results_path}: rows lack the '{column}' column")
     return Run(
@@ -188,6 +160,8 @@ def _git_commit() -> str | None:
 
 def environment(device: str) -> dict[str, Any]:
     """Versions and hardware, so every figure can be traced to the machine that made it."""
+    import torch
+
     try:
         import triton
 

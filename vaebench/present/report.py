@@ -9,103 +9,49 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from vaebench import figures
+from vaebench.checkpoints import model_views
 from vaebench.errors import VaebenchError
+from vaebench.io import Run, load_runs
+from vaebench.present import figures
+from vaebench.present.render import Plot, Section, Table, write_report
+from vaebench.present.sweep_report import is_sweep, sweep_sections
 from vaebench.registry import Registry
-from vaebench.render import Plot, Section, Table, write_report
-from vaebench.results import Run, load_runs
-from vaebench.sweep_report import is_sweep, sweep_sections
-from vaebench.views import model_views
-
-# column, header, format, which value is best (None: no highlight)
-QUALITY_COLUMNS = (
-    ("neg_elbo", "-ELBO", ".2f", "min"),
-    ("recon_nll", "recon", ".2f", "min"),
-    ("kl", "KL", ".2f", None),
-    ("iw_nll", "IW-NLL", ".2f", "min"),
-    ("elbo_gap", "ELBO gap", ".2f", None),
-    ("active_units", "active units", ".0f", None),
-    ("probe_accuracy", "probe accuracy", ".3f", "max"),
-)
-GENERATIVE_COLUMNS = (
-    ("sample_fd", "sample FD", ".2f", "min"),
-    ("sample_confidence", "sample confidence", ".3f", "max"),
-    ("latent_mmd", "latent MMD", ".4f", "min"),
-    ("interp_path_ratio", "interp path ratio", ".3f", "min"),
-    ("interp_max_jump", "interp max jump", ".3f", "min"),
-)
-THROUGHPUT_COLUMNS = (
-    ("train_samples_per_s", "train samples/s", ",.0f", "max"),
-    ("encode_samples_per_s", "encode samples/s", ",.0f", "max"),
-    ("decode_samples_per_s", "decode samples/s", ",.0f", "max"),
-)
+from vaebench.schema import Column, column, columns_of, metric_columns, row_label
 
 
 def combined(runs: list[Run]) -> pd.DataFrame:
+    """Every run's rows in one frame, labelled (with the run's name when there are several)."""
     frames = []
     for run in runs:
         frame = run.results.copy()
         frame.insert(0, "run", run.name)
-        model = frame["plugin"].astype(str) + "/" + frame["prior"].astype(str)
-        if "model" in frame:
-            model = frame["model"].fillna("vae").astype(str) + ":" + model
-        frame["label"] = (run.name + ": " + model) if len(runs) > 1 else model
+        labels = [row_label(row) for _, row in frame.iterrows()]
+        frame["label"] = [f"{run.name}: {label}" if len(runs) > 1 else label for label in labels]
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    if "family" not in table:
-        table["family"] = "vae"
-    table["family"] = table["family"].fillna("vae")
-    for column, *_ in (*QUALITY_COLUMNS, *GENERATIVE_COLUMNS, *THROUGHPUT_COLUMNS):
-        if column not in table:
-            table[column] = float("nan")
-        table[column] = pd.to_numeric(table[column], errors="coerce")
+    for col in [*metric_columns(), *metric_columns(table.columns)]:
+        table[col.key] = pd.to_numeric(table.get(col.key, math.nan), errors="coerce")
     return table
 
 
-def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return format(value, spec)
-
-
-def kernel_columns(frame: pd.DataFrame) -> tuple[tuple[str, str, str, str], ...]:
-    """reparameterize_kl forward + backward throughput of every backend a run timed."""
-    backends = sorted(
-        c.removeprefix("reparam_kl_").removesuffix("_samples_per_s")
-        for c in frame.columns
-        if c.startswith("reparam_kl_") and c.endswith("_samples_per_s")
-    )
-    return tuple(
-        (f"reparam_kl_{b}_samples_per_s", f"reparam+KL {b} samples/s", ",.0f", "max")
-        for b in backends
-    )
-
-
-def metric_table(frame: pd.DataFrame, columns) -> Table:
-    """Model rows, best value per column highlighted (among models that finished)."""
-    headers = ["model", "status", *(header for _, header, _, _ in columns)]
-    rows, best = [], set()
-    ok = frame["status"] == "ok"
-    for _, row in frame.iterrows():
-        rows.append(
-            [
-                str(row["label"]),
-                str(row["status"]),
-                *(_fmt(row[c], spec) for c, _, spec, _ in columns),
-            ]
-        )
-    for c, (column, _, _, direction) in enumerate(columns, start=2):
-        values = frame.loc[ok, column].dropna()
-        if direction is None or values.empty:
+def metric_table(frame: pd.DataFrame, columns: list[Column]) -> Table:
+    """Model rows, the best value of each column highlighted (among models that finished)."""
+    headers = ["model", "status", *(c.title for c in columns)]
+    rows = [
+        [str(row["label"]), str(row["status"]), *(c.format(row.get(c.key)) for c in columns)]
+        for _, row in frame.iterrows()
+    ]
+    best = set()
+    ok = (frame["status"] == "ok").to_numpy()
+    for c, col in enumerate(columns, start=2):
+        values = pd.to_numeric(frame[col.key], errors="coerce")[ok].dropna()
+        if col.better is None or values.empty:
             continue
-        target = values.min() if direction == "min" else values.max()
-        best |= {
-            (r, c) for r in range(len(frame)) if ok.iloc[r] and frame[column].iloc[r] == target
-        }
+        target = values.min() if col.better == "lower" else values.max()
+        best |= {(r, c) for r in range(len(frame)) if ok[r] and frame[col.key].iloc[r] == target}
     return Table(headers, rows, best)
 
 
@@ -147,7 +93,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 "Lower is better for -ELBO, reconstruction and IW-NLL. NLLs are only comparable between "
                 f"models with the same likelihood and data (here: likelihood {', '.join(likelihoods) or '?'}; "
                 f"data {', '.join(datasets) or '?'}).",
-                metric_table(frame, QUALITY_COLUMNS),
+                metric_table(frame, columns_of("quality", frame.columns)),
             ],
         ),
         _family_section(frame),
@@ -157,7 +103,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
             [
                 "Measured after warm-up with device synchronization; the conditions of each run "
                 "(device, batch, threads) are in the configuration section.",
-                metric_table(frame, (*THROUGHPUT_COLUMNS, *kernel_columns(frame))),
+                metric_table(frame, columns_of("throughput", frame.columns)),
             ],
         ),
         Section(
@@ -207,7 +153,7 @@ def _family_section(frame: pd.DataFrame) -> Section:
     )
     ordered = frame.sort_values("family", kind="stable")
     section.blocks.append(
-        metric_table(ordered, (("family", "family", "s", None), *GENERATIVE_COLUMNS))
+        metric_table(ordered, [column("family"), *columns_of("samples", ordered.columns)])
     )
     finished = ordered[(ordered["status"] == "ok") & ordered["sample_fd"].notna()]
     if not finished.empty:

@@ -1,0 +1,103 @@
+"""The torch-dependent half of ``vaebench.kernels``, loaded on first use (see ``__init__``)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from vaebench.kernels import BACKENDS, triton_available, triton_interpreting
+from vaebench.kernels.reference import reparameterize_kl_reference
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The concrete backend for tensors on ``device``; raises ValueError with what to do."""
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend '{backend}'; available: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError(
+                "kernel backend 'triton' needs the triton package (pip install triton, Linux only)"
+            )
+        if device.type != "cuda" and not triton_interpreting():
+            raise ValueError(
+                f"kernel backend 'triton' needs CUDA tensors (got {device.type}); "
+                "set TRITON_INTERPRET=1 to run it slowly on the CPU, or use --kernel torch"
+            )
+    return backend
+
+
+def check_inputs(
+    mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None, seed: int | None, samples: int
+) -> tuple[int, ...]:
+    """The contract every backend shares (so none ignores an argument); returns z's shape."""
+    if mu.shape != logvar.shape or mu.ndim != 2:
+        raise ValueError(
+            f"mu and logvar must both be (N, D); got {tuple(mu.shape)} and {tuple(logvar.shape)}"
+        )
+    if mu.dtype != logvar.dtype:
+        raise ValueError(f"mu and logvar must share a dtype, got {mu.dtype} and {logvar.dtype}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    z_shape = tuple(mu.shape) if samples == 1 else (samples, *mu.shape)
+    if eps is not None:
+        if seed is not None:
+            raise ValueError("seed draws the noise; eps supplies it: give one")
+        if tuple(eps.shape) != z_shape:
+            raise ValueError(f"eps must have shape {z_shape}, got {tuple(eps.shape)}")
+    devices = {t.device for t in (mu, logvar, eps) if t is not None}
+    if len(devices) > 1:
+        raise ValueError(
+            f"mu, logvar and eps must be on one device, got {sorted(map(str, devices))}"
+        )
+    return z_shape
+
+
+@functools.cache
+def _compiled_reference():
+    return torch.compile(reparameterize_kl_reference, dynamic=True)
+
+
+def _draw_noise(shape: tuple[int, ...], like: torch.Tensor, seed: int | None) -> torch.Tensor:
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=like.device).manual_seed(int(seed))
+    cdt = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.randn(shape, generator=generator, device=like.device, dtype=cdt)
+
+
+def reparameterize_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    eps: torch.Tensor | None = None,
+    seed: int | None = None,
+    samples: int = 1,
+    backend: str = "auto",
+    return_log_q: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """Sample z ~ q(z|x) = N(mu, exp(logvar)) by reparameterization and the KL to N(0, I).
+
+    ``mu``, ``logvar``: ``(N, D)``, one dtype and device. Returns ``z`` (``(N, D)``, or
+    ``(samples, N, D)`` when ``samples > 1``) in the input dtype and ``kl`` of shape ``(N,)``
+    in fp32; with ``return_log_q`` also log q(z|x) in fp32, ``(N,)`` or ``(samples, N)``.
+    ``eps`` injects the noise (same shape as ``z``); otherwise it is drawn from ``seed``
+    (from torch's generator when not given, so ``torch.manual_seed`` makes runs
+    reproducible); giving both is an error. From one seed, triton (in-kernel Philox) draws
+    other noise than torch and compile. Differentiable in ``mu`` and ``logvar``.
+    """
+    z_shape = check_inputs(mu, logvar, eps, seed, samples)
+    concrete = resolve_backend(backend, mu.device)
+    if concrete == "triton":
+        from vaebench.kernels.reparam_kl import reparameterize_kl_variant
+
+        return reparameterize_kl_variant(
+            mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q
+        )
+    if eps is None:
+        eps = _draw_noise(z_shape, mu, seed)
+    fn = _compiled_reference() if concrete == "compile" else reparameterize_kl_reference
+    return fn(mu, logvar, eps, return_log_q=return_log_q)

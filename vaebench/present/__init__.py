@@ -1,0 +1,1 @@
+"""Presentation: terminal tables, the HTML/Markdown report, figures and sweep reports; all read ``vaebench.schema``."""

@@ -1,0 +1,174 @@
+"""Terminal output: progress while training, and every table the commands print (from the schema)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vaebench.schema import IDENTITY, MISSING, Column, columns_of, row_label
+
+
+def stdout() -> Console:
+    """Tables go to stdout, full width on a terminal and 160 columns in a pipe."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+class RichReporter:
+    """Draws one progress bar per model on stderr; silent when ``quiet``."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    @contextmanager
+    def training(self, label: str, total_steps: int) -> Iterator[None]:
+        if self.quiet:
+            yield
+            return
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with progress:
+            self._progress = progress
+            self._task = progress.add_task(f"training {label}", total=total_steps)
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def step(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def finished(self, row: dict[str, Any]) -> None:
+        line = f"{row_label(row)}: {row['status']}"
+        if row["status"] != "ok":
+            self.console.print(f"vaebench: model {line}", markup=False, highlight=False)
+        elif not self.quiet:
+            self.console.print(line, markup=False, highlight=False)
+
+
+def cell(row: dict[str, Any], col: Column) -> str:
+    """A value as the schema formats it; a throughput figure carries its IQR."""
+    text = col.format(row.get(col.key))
+    spread = row.get(col.spread) if col.spread else None
+    if text != MISSING and spread is not None:
+        text += f" (IQR {100 * spread:.0f}%)"
+    return text
+
+
+def group_table(
+    rows: list[dict[str, Any]], group: str, title: str, *, status: bool = False
+) -> Table:
+    """The rows' columns of one schema group, with a header naming its unit."""
+    keys = {k for row in rows for k, v in row.items() if v is not None}
+    columns = columns_of(group, keys)
+    table = Table(title=title, title_justify="left")
+    for key in (*IDENTITY, *(["status"] if status else [])):
+        table.add_column(key)
+    for col in columns:
+        table.add_column(col.title, justify="right")
+    for row in rows:
+        names = [str(row[k]) for k in IDENTITY] + ([str(row["status"])] if status else [])
+        table.add_row(*names, *(cell(row, c) for c in columns))
+    return table
+
+
+def plain_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_run(rows: list[dict[str, Any]], config: Any) -> None:
+    """The tables ``vaebench run`` prints after its last model."""
+    first, out = rows[0], stdout()
+    out.print(
+        group_table(
+            rows,
+            "quality",
+            f"Quality on {first['dataset']} test split (nats per example, likelihood "
+            f"{first['likelihood']}, K={config.iw_samples}; 'untrained' is before the first step)",
+            status=True,
+        )
+    )
+    out.print(
+        group_table(
+            rows,
+            "samples",
+            "Prior samples and latent space (FD: Frechet distance of classifier features, test "
+            "images vs decoded prior samples; MMD: aggregate posterior vs prior)",
+        )
+    )
+    if any(row.get("family") == "ae" for row in rows):
+        out.print(
+            "AE-family rows (ae, dae, sae) train without a prior: one row each per plugin, with "
+            "prior 'normal', meaning their 'prior samples' are decoded N(0, I) draws."
+        )
+    note = ""
+    if config.device == "cpu" and first["kernel_backend"] == "triton":
+        note = (
+            "; triton runs through its CPU interpreter here: a correctness path, not a speed figure"
+        )
+    out.print(
+        group_table(
+            rows,
+            "throughput",
+            f"Throughput on {config.device} ({first.get('timing_batch_size', '?')} examples per "
+            f"call, median of repeats, kernel {first['kernel_backend']}{note})",
+        )
+    )
+    out.print(f"results: {config.out}/results.csv")
+
+
+def print_plugins(rows: list[dict[str, str]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    headers = ["kind", "name", "distribution", "version", "plugin"]
+    stdout().print(
+        plain_table("vaebench components", headers, [[r[h] for h in headers] for r in rows])
+    )
+
+
+def print_cells(cells: list[Any], axes: list[str], title: str) -> None:
+    """``vaebench sweep --dry-run``: the expanded cells."""
+    rows = [[c.cell_id, *(json.dumps(c.axes[a]) for a in axes)] for c in cells]
+    stdout().print(plain_table(title, ["cell", *axes], rows))
+
+
+def print_comparison(result: Any, title: str, thresholds: str) -> None:
+    """``vaebench compare``'s per-model deltas, then one line per regression."""
+    frame = result.table
+    headers = [str(h) for h in frame.columns]
+    rows = [[_text(v) for v in values] for values in frame.itertuples(index=False)]
+    stdout().print(plain_table(title, headers, rows))
+    for name in result.only_in_base:
+        print(f"only in base: {name}")
+    for name in result.only_in_new:
+        print(f"only in new: {name}")
+    for line in result.regressions:
+        print(f"REGRESSION {line}")
+    if not result.regressions:
+        print(f"no regression (thresholds: {thresholds})")
+
+
+def _text(value: Any) -> str:
+    return MISSING if value is None or value != value else str(value)

@@ -1,0 +1,125 @@
+"""Reports of sweep folders: summary over seeds with error bars, and every cell's status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from vaebench.errors import VaebenchError
+from vaebench.present import figures
+from vaebench.present.render import Plot, Section, Table
+from vaebench.schema import IDENTITY, MISSING, Column, column, is_missing, metric_columns, row_label
+
+HEADLINE = [c for c in metric_columns() if c.headline]
+
+
+def is_sweep(path: Path) -> bool:
+    return (path / "sweep.json").is_file()
+
+
+def _read(path: Path, name: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path / name)
+    except FileNotFoundError:
+        raise VaebenchError(
+            f"{path / name}: missing; has the sweep in {path} aggregated yet?"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise VaebenchError(f"{path / name}: unreadable ({exc})") from None
+
+
+def _group_labels(summary: pd.DataFrame) -> list[str]:
+    """Each group's axis values (those not already in the row label) and its row label."""
+    shown = {"axis.plugins", "axis.priors", "axis.models"}
+    labels = []
+    for _, row in summary.iterrows():
+        parts = [
+            f"{k.removeprefix('axis.')}={row[k]}"
+            for k in summary.columns
+            if k.startswith("axis.") and k not in shown
+        ]
+        if all(k in summary for k in IDENTITY):
+            parts.append(row_label(row))
+        labels.append(" ".join(parts))
+    return labels
+
+
+def _mean_std(row: pd.Series, col: Column) -> str:
+    mean, std, count = (row.get(f"{col.key}_{s}") for s in ("mean", "std", "count"))
+    if is_missing(mean):
+        return MISSING
+    spread = "" if is_missing(std) else f" ± {col.format(std)}"
+    return f"{col.format(mean)}{spread} (n={int(count)})"
+
+
+def sweep_sections(path: Path) -> list[Section]:
+    plan = json.loads((path / "sweep.json").read_text())
+    sweep, summary = _read(path, "sweep.csv"), _read(path, "summary.csv")
+    labels = _group_labels(summary)
+    settings = Table(
+        ["setting", "value"],
+        [[f"fixed.{k}", json.dumps(v)] for k, v in plan.get("fixed", {}).items()]
+        + [[f"axes.{k}", json.dumps(v)] for k, v in plan.get("axes", {}).items()]
+        + [["source", str(plan.get("source", ""))]],
+    )
+    cells = sweep.drop_duplicates("cell_id")
+    status_counts = cells["cell_status"].fillna("not run").value_counts()
+    table = Table(
+        ["group", "cells", "finished", *(c.header for c in HEADLINE)],
+        [
+            [
+                label,
+                str(int(row["cells"])),
+                str(int(row.get("finished", 0))),
+                *(_mean_std(row, c) for c in HEADLINE),
+            ]
+            for label, (_, row) in zip(labels, summary.iterrows(), strict=True)
+        ],
+    )
+    cell_columns = [column(k) for k in (*IDENTITY, "seed") if k in sweep]
+    cell_columns += [c for c in HEADLINE if c.key in sweep]
+    cell_table = Table(
+        ["cell", "status", *(c.header for c in cell_columns)],
+        [
+            [
+                str(row["cell_id"]),
+                str(row.get("status", row["cell_status"])),
+                *(c.format(row.get(c.key)) for c in cell_columns),
+            ]
+            for _, row in sweep.iterrows()
+        ],
+    )
+    return [
+        Section(
+            "sweep",
+            "Sweep",
+            [
+                f"{len(cells)} cells: "
+                + ", ".join(f"{n} {s}" for s, n in status_counts.items())
+                + ".",
+                settings,
+            ],
+        ),
+        Section(
+            "summary",
+            "Summary over seeds",
+            [
+                "Mean ± sample standard deviation over the seeds of each group (n = finished runs).",
+                table,
+            ],
+        ),
+        Section(
+            "summary-chart",
+            "Error bars over seeds",
+            [
+                Plot(
+                    "sweep_summary",
+                    figures.error_bars(summary, labels, HEADLINE),
+                    "Mean ± std over seeds per group",
+                )
+            ],
+        ),
+        Section("cells", "Every cell", [cell_table]),
+    ]
