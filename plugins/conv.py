@@ -12,8 +12,6 @@ import math
 import torch
 from torch import nn
 
-from vaebench import hookimpl
-
 WIDTH = 32
 MAX_DOWNSAMPLES = 3
 
@@ -80,13 +78,3 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.project(z).view(z.shape[0], *self.start)
         return self.body(h).reshape(z.shape[0], *self.input_shape)
-
-
-@hookimpl
-def vaebench_register_encoders(register):
-    register("conv", ConvEncoder)
-
-
-@hookimpl
-def vaebench_register_decoders(register):
-    register("conv", ConvDecoder)

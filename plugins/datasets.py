@@ -7,7 +7,6 @@ import math
 import numpy as np
 import torch
 
-from vaebench import hookimpl
 from vaebench.data import Dataset, to_images
 from vaebench.errors import DataError
 
@@ -75,9 +74,3 @@ def synthetic(
     x = to_images(images, "synthetic")
     y = torch.from_numpy(labels.astype(np.int64))
     return Dataset("synthetic", x[:n_train], x[n_train:], y[:n_train], y[n_train:])
-
-
-@hookimpl
-def vaebench_register_datasets(register):
-    register("digits", digits)
-    register("synthetic", synthetic)

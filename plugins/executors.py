@@ -11,7 +11,6 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from vaebench import hookimpl
 from vaebench.errors import ConfigError
 
 
@@ -89,9 +88,3 @@ class RayExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-
-@hookimpl
-def vaebench_register_executors(register):
-    register("local", local_executor)
-    register("ray", RayExecutor)

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebench import hookimpl
-
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -88,10 +86,3 @@ class Categorical(nn.Module):
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         probs = self._log_probs(logits).exp()
         return (probs * self.levels.view(1, -1, *([1] * len(self.input_shape)))).sum(1)
-
-
-@hookimpl
-def vaebench_register_likelihoods(register):
-    register("bernoulli", Bernoulli)
-    register("gaussian", Gaussian)
-    register("categorical", Categorical)

@@ -7,8 +7,6 @@ import math
 import torch
 from torch import nn
 
-from vaebench import hookimpl
-
 HIDDEN = 256
 
 
@@ -43,13 +41,3 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(z.shape[0], *self.input_shape)
-
-
-@hookimpl
-def vaebench_register_encoders(register):
-    register("mlp", MLPEncoder)
-
-
-@hookimpl
-def vaebench_register_decoders(register):
-    register("mlp", MLPDecoder)

@@ -17,8 +17,6 @@ import math
 
 import torch
 
-from vaebench import hookimpl
-
 
 class VAEObjective:
     variational = True
@@ -83,12 +81,3 @@ def denoising_autoencoder(corruption: float = 0.3, **options) -> AutoEncoderObje
 
 def sparse_autoencoder(sparsity: float = 0.05, **options) -> AutoEncoderObjective:
     return AutoEncoderObjective(sparsity=sparsity)
-
-
-@hookimpl
-def vaebench_register_models(register):
-    register("vae", VAEObjective)
-    register("iwae", IWAEObjective)
-    register("ae", autoencoder)
-    register("dae", denoising_autoencoder)
-    register("sae", sparse_autoencoder)

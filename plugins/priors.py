@@ -15,8 +15,6 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from vaebench import hookimpl
-
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -35,10 +33,6 @@ class StandardNormalPrior(nn.Module):
 
     def sample(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=self._anchor.device)
-
-    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """KL(N(mu, exp(logvar)) || N(0, I)) per row."""
-        return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(-1)
 
 
 class MixtureOfGaussiansPrior(nn.Module):
@@ -135,11 +129,3 @@ class FlowPrior(nn.Module):
 
     def sample(self, n: int) -> torch.Tensor:
         return self.flow().sample((n,))
-
-
-@hookimpl
-def vaebench_register_priors(register):
-    register("normal", StandardNormalPrior)
-    register("mog", MixtureOfGaussiansPrior)
-    register("vamp", VampPrior)
-    register("flow", FlowPrior)

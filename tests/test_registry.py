@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
 
+import vaebench
 from tests.conftest import FAST_CLI, run_cli, write_distribution
 from vaebench.errors import ConfigError, PluginError
-from vaebench.registry import Registry
+from vaebench.registry import Owner, Registry
 
 GOOD_PLUGIN = """
     import torch
@@ -82,7 +84,47 @@ def test_builtins_are_registered_with_their_owner(registry: Registry):
     assert {"digits", "synthetic"} <= set(registry.names("dataset"))
     assert registry.names("likelihood") == ["bernoulli", "categorical", "gaussian"]
     owner = registry.get("encoder", "conv").owner
-    assert owner.distribution == "vaebench" and owner.plugin == "vaebench.plugins.conv"
+    assert owner.distribution == "vaebench" and owner.plugin == "vaebench.plugins.builtins"
+
+
+def test_factories_registered_by_path_import_on_first_use(registry: Registry):
+    class ByPath:
+        @vaebench.hookimpl
+        def vaebench_register_priors(self, register):
+            register("lazy-normal", "vaebench.plugins.priors:StandardNormalPrior")
+            register("missing", "vaebench_no_such_module:Prior")
+
+    registry.add_plugin(ByPath(), Owner("by-path", "1.0", "bypath"))
+    from vaebench.plugins.priors import StandardNormalPrior
+
+    assert registry.get("prior", "lazy-normal").factory is StandardNormalPrior
+    with pytest.raises(
+        PluginError, match=r"prior 'missing' from by-path 1.0 \(bypath\): cannot import"
+    ):
+        _ = registry.get("prior", "missing").factory
+
+
+def test_a_factory_that_is_neither_callable_nor_a_path_drops_the_plugin(registry: Registry):
+    class Bad:
+        @vaebench.hookimpl
+        def vaebench_register_priors(self, register):
+            register("fine", "vaebench.plugins.priors:VampPrior")
+            register("bad", "not a path")
+
+    registry.add_plugin(Bad(), Owner("bad", "1.0", "bad"))
+    assert "fine" not in registry.names("prior")
+    assert "neither callable nor a 'module:attr' import path" in registry.warnings[-1]
+
+
+def test_listing_plugins_imports_no_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from vaebench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['plugins', '--json']) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_name_lists_the_available_ones(registry: Registry):

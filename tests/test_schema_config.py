@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import FAST_CLI, REPO, run_cli
 from vaebench import docs
 from vaebench.cli import main
 from vaebench.config import RunConfig, check, checked, from_text, sweep_keys
@@ -112,25 +112,7 @@ def test_bad_sweep_file_fails_the_dry_run_naming_the_key(tmp_path, capsys):
 
 def test_a_registered_dataset_name_never_means_a_folder(tmp_path):
     (tmp_path / "synthetic").mkdir()  # a folder that shadowed the dataset before
-    done = run_cli(
-        "run",
-        "--dataset",
-        "synthetic",
-        "-D",
-        "n_train=64",
-        "-D",
-        "n_test=16",
-        "--epochs",
-        "1",
-        "--iw-samples",
-        "2",
-        "--timing-min-time",
-        "0.01",
-        "--out",
-        "o",
-        "--quiet",
-        cwd=tmp_path,
-    )
+    done = run_cli("run", *FAST_CLI, "--out", "o", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     done = run_cli("run", "--dataset", "mnist", "--quiet", cwd=tmp_path)
     assert done.returncode == 2 and "unknown dataset 'mnist'" in done.stderr

@@ -15,12 +15,9 @@ import pandas as pd
 
 from vaebench.errors import VaebenchError
 from vaebench.io import load_run
-from vaebench.schema import COLUMNS, IDENTITY, MISSING, column, is_missing, row_label
+from vaebench.schema import IDENTITY, MISSING, SPEEDS, column, is_missing, row_label
 
 NLL_KEYS = ("iw_nll", "neg_elbo")  # the first one present is compared
-SPEEDS = tuple(
-    c.key for c in COLUMNS if c.group == "throughput" and c.better == "higher" and not c.template
-)
 MUST_MATCH = ("dataset", "likelihood")  # NLLs compare only on the same data and likelihood
 
 

@@ -49,34 +49,16 @@ def option(default: Any, help: str, **meta: Any) -> Any:
 class RunConfig:
     """Everything a run depends on; written verbatim to ``config.json``."""
 
+    # One line per option, in --help order; a table reads best as a table.
+    # fmt: off
     plugins: list[str] = option(["mlp"], "encoder/decoder families", aliases=("plugin",))
     priors: list[str] = option(["normal"], "priors: normal, mog, vamp, flow", flag="prior")
-    models: list[str] = option(
-        ["vae"],
-        "objectives: vae, iwae, ae, dae, sae; AE-family rows use N(0, I) for samples",
-        flag="model",
-    )
-    dataset: str = option(
-        "digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files"
-    )
-    dataset_options: dict[str, Any] = option(
-        {}, "option of a named dataset, e.g. -D n_train=256", flag="dataset-option", short="-D"
-    )
-    likelihood: str = option(
-        "auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian"
-    )
-    likelihood_options: dict[str, Any] = option(
-        {},
-        "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)",
-        flag="likelihood-option",
-        short="-L",
-    )
-    prior_options: dict[str, Any] = option(
-        {},
-        "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)",
-        flag="prior-option",
-        short="-P",
-    )
+    models: list[str] = option(["vae"], "objectives: vae, iwae, ae, dae, sae; AE-family rows use N(0, I) for samples", flag="model")
+    dataset: str = option("digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files")
+    dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256", flag="dataset-option", short="-D")
+    likelihood: str = option("auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian")
+    likelihood_options: dict[str, Any] = option({}, "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)", flag="likelihood-option", short="-L")
+    prior_options: dict[str, Any] = option({}, "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)", flag="prior-option", short="-P")
     beta: float = option(1.0, "KL weight of the vae objective", low=0)
     kl_warmup: int = option(0, "epochs of linear KL warm-up for vae", low=0)
     corruption: float = option(0.3, "fraction of input values zeroed by dae", low=0, below=1)
@@ -88,15 +70,12 @@ class RunConfig:
     lr: float = option(2e-3, "Adam learning rate", low=0, above=True)
     seed: int = option(0, "random seed", low=0)
     device: str = option("auto", "where to run", choices=DEVICES)
-    kernel: str = option(
-        "auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",)
-    )
+    kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
-    timing_min_time: float = option(
-        0.3, "seconds of timed repeats per throughput figure", low=0, above=True
-    )
+    timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
     out: str | None = option(None, "output folder (default: a new runs/<timestamp>)", sweep=False)
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
+    # fmt: on
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -218,16 +197,12 @@ def check(name: str, value: Any) -> Any:
 def from_text(name: str, text: Any) -> Any:
     """A command-line string (or ``KEY=VALUE`` list) to the field's type, then ``check``."""
     kind = TYPES[name]
-    if kind is int:
+    if kind in (int, float):
         try:
-            text = int(text)
+            text = kind(text)
         except ValueError:
-            raise ValueError(f"expected a whole number, got '{text}'") from None
-    elif kind is float:
-        try:
-            text = float(text)
-        except ValueError:
-            raise ValueError(f"expected a number, got '{text}'") from None
+            what = "a whole number" if kind is int else "a number"
+            raise ValueError(f"expected {what}, got '{text}'") from None
     elif kind == dict[str, Any]:
         text = parse_pairs(text)
     return check(name, text)

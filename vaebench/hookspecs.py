@@ -4,7 +4,8 @@ Third-party distributions expose a module (or object) through the entry-point gr
 ``vaebench`` and implement any of these hooks with ``@vaebench.hookimpl``. Each hook is
 called once per plugin with ``register(name, factory)``; the core records which
 distribution every name came from, so ``vaebench plugins`` can show it and duplicate
-names can be reported with both owners.
+names can be reported with both owners. A factory may be given as a ``"module:attr"`` import
+path instead of an object: it is imported on first use, so listing plugins stays fast.
 """
 
 from __future__ import annotations

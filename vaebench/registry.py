@@ -7,8 +7,10 @@ without taking the others down.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,15 +22,7 @@ import pluggy
 from vaebench import hookspecs
 from vaebench.errors import ConfigError, PluginError
 
-BUILTIN_MODULES: tuple[str, ...] = (
-    "vaebench.plugins.mlp",
-    "vaebench.plugins.conv",
-    "vaebench.plugins.priors",
-    "vaebench.plugins.datasets",
-    "vaebench.plugins.likelihoods",
-    "vaebench.plugins.objectives",
-    "vaebench.plugins.executors",
-)
+BUILTIN_MODULES: tuple[str, ...] = ("vaebench.plugins.builtins",)
 
 KINDS: dict[str, str] = {
     "encoder": "vaebench_register_encoders",
@@ -57,10 +51,34 @@ class Owner:
 
 @dataclass(frozen=True)
 class Component:
+    """A registered name; ``target`` is the factory or its ``"module:attr"`` import path."""
+
     kind: str
     name: str
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str
     owner: Owner
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory, imported on first use when registered by path."""
+        return self.target if callable(self.target) else _import(self)
+
+
+@functools.cache
+def _import(component: Component) -> Callable[..., Any]:
+    module, _, attr = str(component.target).partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except Exception as exc:
+        raise PluginError(
+            f"{component.kind} '{component.name}' from {component.owner}: cannot import "
+            f"{component.target} ({type(exc).__name__}: {exc})"
+        ) from None
+    if not callable(factory):
+        raise PluginError(
+            f"{component.kind} '{component.name}': {component.target} is not callable"
+        )
+    return factory
 
 
 def _own_version() -> str:
@@ -119,8 +137,12 @@ class Registry:
                         raise ValueError(
                             f"invalid {_kind} name {name!r}: use a non-empty string without commas"
                         )
-                    if not callable(factory):
-                        raise TypeError(f"{_kind} '{name}': factory {factory!r} is not callable")
+                    path = isinstance(factory, str) and re.fullmatch(r"[\w.]+:\w+", factory)
+                    if not (callable(factory) or path):
+                        raise TypeError(
+                            f"{_kind} '{name}': factory {factory!r} is neither callable "
+                            "nor a 'module:attr' import path"
+                        )
                     if (_kind, name) in seen:
                         raise ValueError(f"{_kind} '{name}' registered twice by the same plugin")
                     seen.add((_kind, name))

@@ -10,7 +10,7 @@ import traceback
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -38,17 +38,9 @@ MAX_TIMING_BATCH = 256
 EXAMPLES_FOR_PRIORS = 512  # training inputs offered to priors that start from data (VampPrior)
 
 
-class Reporter(Protocol):
-    """What the runner tells the user interface; the CLI draws progress bars from it."""
+class Reporter:
+    """What the runner tells the user interface (this one stays silent; the CLI draws bars)."""
 
-    def training(self, label: str, total_steps: int) -> AbstractContextManager[Any]: ...
-
-    def step(self) -> None: ...
-
-    def finished(self, row: dict[str, Any]) -> None: ...
-
-
-class SilentReporter:
     def training(self, label: str, total_steps: int) -> AbstractContextManager[Any]:
         return nullcontext()
 
@@ -133,21 +125,9 @@ class RunContext:
             )
             for backend in timed_backends(kernel_backend, device)
         }
-        return cls(
-            config,
-            registry,
-            Path(config.out),
-            dataset,
-            likelihood,
-            device,
-            kernel_backend,
-            x_train,
-            x_test,
-            timing_batch,
-            math.ceil(x_train.shape[0] / config.batch_size),
-            classifier,
-            reparam,
-        )
+        steps = math.ceil(x_train.shape[0] / config.batch_size)
+        fields = (dataset, likelihood, device, kernel_backend, x_train, x_test, timing_batch)
+        return cls(config, registry, Path(config.out), *fields, steps, classifier, reparam)
 
     def objective_options(self) -> dict[str, Any]:
         config = self.config
@@ -179,7 +159,7 @@ def run(
 
     Rows are written after each model, so an interrupted run keeps every finished model.
     """
-    reporter = reporter or SilentReporter()
+    reporter = reporter or Reporter()
     context = RunContext.resolve(config, registry)
     out = context.out
     out.mkdir(parents=True, exist_ok=True)

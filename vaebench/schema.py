@@ -16,7 +16,6 @@ from typing import Any
 
 MISSING = "–"  # how an absent value reads in every table
 IDENTITY = ("model", "plugin", "prior")  # what one row is; runs are joined on it
-GROUPS = ("identity", "setting", "status", "quality", "samples", "throughput", "detail")
 METRIC_GROUPS = ("quality", "samples", "throughput")  # aggregated over seeds, compared, tabled
 
 
@@ -24,7 +23,7 @@ METRIC_GROUPS = ("quality", "samples", "throughput")  # aggregated over seeds, c
 class Column:
     key: str
     header: str
-    group: str
+    group: str  # identity, setting, status, quality, samples, throughput or detail
     meaning: str
     unit: str = ""
     fmt: str = ""  # format spec of a value; "" prints it as text
@@ -81,189 +80,64 @@ class Column:
         return sorted(found, key=lambda c: c.key)
 
 
-def _c(key: str, header: str, group: str, meaning: str, **kw: Any) -> Column:
-    return Column(key, header, group, meaning, **kw)
-
-
-NATS = {"unit": "nats", "fmt": ".2f", "better": "lower"}
-RATE = {"unit": "samples/s", "fmt": ",.0f", "better": "higher"}
-
+# One row per column, in CSV order; a table reads best as a table.
+# fmt: off
 COLUMNS: tuple[Column, ...] = (
-    _c("model", "model", "identity", "training objective (--model)"),
-    _c("plugin", "plugin", "identity", "encoder/decoder family (--plugins)"),
-    _c("prior", "prior", "identity", "prior p(z) (--prior); `normal` for the AE family"),
-    _c("status", "status", "status", "`ok`, `diverged at step N` or `failed: <error>`"),
-    _c("dataset", "dataset", "setting", "dataset name or file"),
-    _c("likelihood", "likelihood", "setting", "observation model p(x|z)"),
-    _c("family", "family", "setting", "`vae` (ELBO metrics apply) or `ae`"),
-    _c("latent_dim", "latent", "setting", "latent dimensions"),
-    _c("epochs", "epochs", "setting", "training epochs"),
-    _c("batch_size", "batch", "setting", "training batch size"),
-    _c("lr", "lr", "setting", "Adam learning rate"),
-    _c("seed", "seed", "setting", "random seed"),
-    _c("device", "device", "setting", "`cpu` or `cuda`"),
-    _c("kernel_backend", "kernel", "setting", "reparameterization + KL backend in use"),
-    _c("iw_samples", "K", "setting", "importance samples K of `iw_nll`"),
-    _c("n_train", "train examples", "setting", "training-split size"),
-    _c("n_test", "test examples", "setting", "test-split size (every metric reads this split)"),
-    _c("parameters", "parameters", "setting", "trainable and buffer parameters", fmt=",d"),
-    _c("timing_batch_size", "timing batch", "setting", "examples per timed call"),
-    _c("neg_elbo", "-ELBO", "quality", "negative ELBO, recon_nll + kl", **NATS, headline=True),
-    _c("recon_nll", "recon", "quality", "E_q[-log p(x|z)], one sample", **NATS, headline=True),
-    _c(
-        "kl",
-        "KL",
-        "quality",
-        "KL(q(z|x) || p(z)), closed form for `normal`",
-        unit="nats",
-        fmt=".2f",
-    ),
-    _c(
-        "iw_nll",
-        "IW-NLL",
-        "quality",
-        "importance-weighted NLL bound with K = iw_samples",
-        **NATS,
-        headline=True,
-    ),
-    _c("elbo_gap", "gap", "quality", "neg_elbo - iw_nll", unit="nats", fmt=".2f"),
-    _c("active_units", "AU", "quality", "units with Var_x(E_q[z_j]) > 0.01", fmt=".0f"),
-    _c(
-        "probe_accuracy",
-        "probe acc",
-        "quality",
-        "linear probe on posterior means (labelled data only)",
-        fmt=".3f",
-        better="higher",
-        headline=True,
-    ),
-    _c(
-        "neg_elbo_untrained",
-        "untrained -ELBO",
-        "quality",
-        "-ELBO before the first step (VAE family)",
-        unit="nats",
-        fmt=".2f",
-    ),
-    _c(
-        "recon_nll_untrained",
-        "untrained recon",
-        "quality",
-        "reconstruction NLL before the first step (AE family)",
-        unit="nats",
-        fmt=".2f",
-    ),
-    _c(
-        "sample_fd",
-        "sample FD",
-        "samples",
-        "Frechet distance of classifier features, test images vs decoded prior samples",
-        fmt=".2f",
-        better="lower",
-        headline=True,
-    ),
-    _c(
-        "sample_confidence",
-        "sample conf",
-        "samples",
-        "classifier's mean top-class probability on prior samples",
-        fmt=".3f",
-        better="higher",
-    ),
-    _c(
-        "latent_mmd",
-        "latent MMD",
-        "samples",
-        "MMD^2 between aggregate posterior and prior",
-        fmt=".4f",
-        better="lower",
-        headline=True,
-    ),
-    _c(
-        "interp_path_ratio",
-        "interp path",
-        "samples",
-        "decoded path length over end-to-end distance",
-        fmt=".3f",
-        better="lower",
-    ),
-    _c(
-        "interp_max_jump",
-        "interp jump",
-        "samples",
-        "largest step's share of the decoded path",
-        fmt=".3f",
-        better="lower",
-    ),
-    _c(
-        "classifier_test_accuracy",
-        "classifier acc",
-        "samples",
-        "test accuracy of the feature classifier",
-        fmt=".3f",
-    ),
-    _c(
-        "train_samples_per_s",
-        "train samples/s",
-        "throughput",
-        "training step (forward, backward, Adam)",
-        **RATE,
-        headline=True,
-        spread="train_spread",
-    ),
-    _c(
-        "encode_samples_per_s",
-        "encode samples/s",
-        "throughput",
-        "encoder forward",
-        **RATE,
-        spread="encode_spread",
-    ),
-    _c(
-        "decode_samples_per_s",
-        "decode samples/s",
-        "throughput",
-        "decoder forward",
-        **RATE,
-        spread="decode_spread",
-    ),
-    _c(
-        "reparam_kl_{backend}_samples_per_s",
-        "reparam+KL {backend} samples/s",
-        "throughput",
-        "`reparameterize_kl` forward + backward alone, per timed backend",
-        **RATE,
-        spread="reparam_kl_{backend}_spread",
-    ),
-    _c(
-        "train_seconds",
-        "train time",
-        "throughput",
-        "wall time of training",
-        unit="s",
-        fmt=".1f",
-        better="lower",
-    ),
-    _c(
-        "kl_per_dim",
-        "KL per dim",
-        "detail",
-        "closed-form KL per latent unit (JSON list in the CSV)",
-    ),
-    _c("train_spread", "train IQR", "detail", "IQR / median of the train figure", fmt=".1%"),
-    _c("encode_spread", "encode IQR", "detail", "IQR / median of the encode figure", fmt=".1%"),
-    _c("decode_spread", "decode IQR", "detail", "IQR / median of the decode figure", fmt=".1%"),
-    _c(
-        "reparam_kl_{backend}_spread",
-        "reparam+KL {backend} IQR",
-        "detail",
-        "its IQR / median",
-        fmt=".1%",
-    ),
-    _c("train_timed_runs", "train runs", "detail", "timed blocks behind the train figure"),
-    _c("encode_timed_runs", "encode runs", "detail", "timed blocks behind the encode figure"),
-    _c("decode_timed_runs", "decode runs", "detail", "timed blocks behind the decode figure"),
-    _c("checkpoint", "checkpoint", "detail", "checkpoint file, relative to the run folder"),
+    Column("model", "model", "identity", "training objective (--model)"),
+    Column("plugin", "plugin", "identity", "encoder/decoder family (--plugins)"),
+    Column("prior", "prior", "identity", "prior p(z) (--prior); `normal` for the AE family"),
+    Column("status", "status", "status", "`ok`, `diverged at step N` or `failed: <error>`"),
+    Column("dataset", "dataset", "setting", "dataset name or file"),
+    Column("likelihood", "likelihood", "setting", "observation model p(x|z)"),
+    Column("family", "family", "setting", "`vae` (ELBO metrics apply) or `ae`"),
+    Column("latent_dim", "latent", "setting", "latent dimensions"),
+    Column("epochs", "epochs", "setting", "training epochs"),
+    Column("batch_size", "batch", "setting", "training batch size"),
+    Column("lr", "lr", "setting", "Adam learning rate"),
+    Column("seed", "seed", "setting", "random seed"),
+    Column("device", "device", "setting", "`cpu` or `cuda`"),
+    Column("kernel_backend", "kernel", "setting", "reparameterization + KL backend in use"),
+    Column("iw_samples", "K", "setting", "importance samples K of `iw_nll`"),
+    Column("n_train", "train examples", "setting", "training-split size"),
+    Column("n_test", "test examples", "setting", "test-split size (every metric reads this split)"),
+    Column("parameters", "parameters", "setting", "trainable and buffer parameters", fmt=",d"),
+    Column("timing_batch_size", "timing batch", "setting", "examples per timed call"),
+    Column("neg_elbo", "-ELBO", "quality", "negative ELBO, recon_nll + kl", unit="nats", fmt=".2f", better="lower", headline=True),
+    Column("recon_nll", "recon", "quality", "E_q[-log p(x|z)], one sample", unit="nats", fmt=".2f", better="lower", headline=True),
+    Column("kl", "KL", "quality", "KL(q(z|x) || p(z)), closed form for `normal`", unit="nats", fmt=".2f"),
+    Column("iw_nll", "IW-NLL", "quality", "importance-weighted NLL bound with K = iw_samples", unit="nats", fmt=".2f", better="lower", headline=True),
+    Column("elbo_gap", "gap", "quality", "neg_elbo - iw_nll", unit="nats", fmt=".2f"),
+    Column("active_units", "AU", "quality", "units with Var_x(E_q[z_j]) > 0.01", fmt=".0f"),
+    Column("probe_accuracy", "probe acc", "quality", "linear probe on posterior means (labelled data only)", fmt=".3f", better="higher", headline=True),
+    Column("neg_elbo_untrained", "untrained -ELBO", "quality", "-ELBO before the first step (VAE family)", unit="nats", fmt=".2f"),
+    Column("recon_nll_untrained", "untrained recon", "quality", "reconstruction NLL before the first step (AE family)", unit="nats", fmt=".2f"),
+    Column("sample_fd", "sample FD", "samples", "Frechet distance of classifier features, test images vs decoded prior samples", fmt=".2f", better="lower", headline=True),
+    Column("sample_confidence", "sample conf", "samples", "classifier's mean top-class probability on prior samples", fmt=".3f", better="higher"),
+    Column("latent_mmd", "latent MMD", "samples", "MMD^2 between aggregate posterior and prior", fmt=".4f", better="lower", headline=True),
+    Column("interp_path_ratio", "interp path", "samples", "decoded path length over end-to-end distance", fmt=".3f", better="lower"),
+    Column("interp_max_jump", "interp jump", "samples", "largest step's share of the decoded path", fmt=".3f", better="lower"),
+    Column("classifier_test_accuracy", "classifier acc", "samples", "test accuracy of the feature classifier", fmt=".3f"),
+    Column("train_samples_per_s", "train samples/s", "throughput", "training step (forward, backward, Adam)", unit="samples/s", fmt=",.0f", better="higher", headline=True, spread="train_spread"),
+    Column("encode_samples_per_s", "encode samples/s", "throughput", "encoder forward", unit="samples/s", fmt=",.0f", better="higher", spread="encode_spread"),
+    Column("decode_samples_per_s", "decode samples/s", "throughput", "decoder forward", unit="samples/s", fmt=",.0f", better="higher", spread="decode_spread"),
+    Column("reparam_kl_{backend}_samples_per_s", "reparam+KL {backend} samples/s", "throughput", "`reparameterize_kl` forward + backward alone, per timed backend", unit="samples/s", fmt=",.0f", better="higher", spread="reparam_kl_{backend}_spread"),
+    Column("train_seconds", "train time", "throughput", "wall time of training", unit="s", fmt=".1f", better="lower"),
+    Column("kl_per_dim", "KL per dim", "detail", "closed-form KL per latent unit (JSON list in the CSV)"),
+    Column("train_spread", "train IQR", "detail", "IQR / median of the train figure", fmt=".1%"),
+    Column("encode_spread", "encode IQR", "detail", "IQR / median of the encode figure", fmt=".1%"),
+    Column("decode_spread", "decode IQR", "detail", "IQR / median of the decode figure", fmt=".1%"),
+    Column("reparam_kl_{backend}_spread", "reparam+KL {backend} IQR", "detail", "its IQR / median", fmt=".1%"),
+    Column("train_timed_runs", "train runs", "detail", "timed blocks behind the train figure"),
+    Column("encode_timed_runs", "encode runs", "detail", "timed blocks behind the encode figure"),
+    Column("decode_timed_runs", "decode runs", "detail", "timed blocks behind the decode figure"),
+    Column("checkpoint", "checkpoint", "detail", "checkpoint file, relative to the run folder"),
+)
+# fmt: on
+
+
+# The model's own throughputs (train, encode, decode): what compare gates on and charts show.
+SPEEDS = tuple(
+    c.key for c in COLUMNS if c.group == "throughput" and c.better == "higher" and not c.template
 )
 
 
@@ -286,11 +160,10 @@ def ordered_keys(keys: Iterable[str]) -> list[str]:
     return ordered + [k for k in keys if k not in ordered]
 
 
-def columns_of(group: str, keys: Iterable[str], *, present_only: bool = True) -> list[Column]:
-    """The columns of ``group`` in declaration order, templates expanded over ``keys``."""
+def columns_of(group: str, keys: Iterable[str]) -> list[Column]:
+    """The columns of ``group`` present in ``keys``, in declaration order, templates expanded."""
     keys = list(keys)
-    chosen = [c for declared in COLUMNS if declared.group == group for c in declared.expand(keys)]
-    return [c for c in chosen if c.key in keys] if present_only else chosen
+    return [c for d in COLUMNS if d.group == group for c in d.expand(keys) if c.key in keys]
 
 
 def metric_columns(keys: Iterable[str] | None = None) -> list[Column]:

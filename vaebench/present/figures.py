@@ -84,29 +84,14 @@ def _grouped_bars(
     ax.legend(fontsize="small")
 
 
-def quality_bars(frame: pd.DataFrame) -> Figure:
-    """IW-NLL and negative ELBO per model (lower is better); failed models are labelled."""
+def metric_bars(frame: pd.DataFrame, columns: list, *, log: bool = False) -> Figure:
+    """Grouped bars of schema ``columns`` per model; failed models are labelled."""
     fig, ax = _subplots(figsize=(max(6, 1.3 * len(frame)), 4))
-    _grouped_bars(
-        ax,
-        list(frame["label"]),
-        {"negative ELBO": list(frame["neg_elbo"]), "IW-NLL": list(frame["iw_nll"])},
-        list(frame["status"]),
-    )
-    ax.set_ylabel("nats per test example (lower is better)")
-    return fig
-
-
-def throughput_bars(frame: pd.DataFrame) -> Figure:
-    fig, ax = _subplots(figsize=(max(6, 1.3 * len(frame)), 4))
-    _grouped_bars(
-        ax,
-        list(frame["label"]),
-        {kind: list(frame[f"{kind}_samples_per_s"]) for kind in ("train", "encode", "decode")},
-        list(frame["status"]),
-    )
-    ax.set_yscale("symlog")
-    ax.set_ylabel("samples/s (median, higher is better)")
+    series = {c.header: list(frame[c.key]) for c in columns}
+    _grouped_bars(ax, list(frame["label"]), series, list(frame["status"]))
+    if log:
+        ax.set_yscale("symlog")
+    ax.set_ylabel(f"{columns[0].unit} ({columns[0].better} is better)")
     return fig
 
 

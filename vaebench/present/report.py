@@ -19,7 +19,7 @@ from vaebench.present import figures
 from vaebench.present.render import Plot, Section, Table, write_report
 from vaebench.present.sweep_report import is_sweep, sweep_sections
 from vaebench.registry import Registry
-from vaebench.schema import Column, column, columns_of, metric_columns, row_label
+from vaebench.schema import SPEEDS, Column, column, columns_of, metric_columns, row_label
 
 
 def combined(runs: list[Run]) -> pd.DataFrame:
@@ -120,7 +120,13 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
         Section(
             "quality-chart",
             "IW-NLL and negative ELBO per model",
-            [Plot("quality", figures.quality_bars(frame), "Lower is better")],
+            [
+                Plot(
+                    "quality",
+                    figures.metric_bars(frame, [column("neg_elbo"), column("iw_nll")]),
+                    "",
+                )
+            ],
         ),
         Section(
             "throughput-chart",
@@ -128,8 +134,8 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
             [
                 Plot(
                     "throughput",
-                    figures.throughput_bars(frame),
-                    "Training step, encoder and decoder throughput",
+                    figures.metric_bars(frame, [column(k) for k in SPEEDS], log=True),
+                    "Training step, encoder and decoder throughput (median)",
                 )
             ],
         ),

@@ -1,0 +1,59 @@
+"""The built-in components, registered through the public hooks by import path.
+
+A ``"module:attr"`` factory is imported on first use, so listing the components
+(``vaebench plugins``) imports no torch; the modules named here hold the components.
+"""
+
+from __future__ import annotations
+
+from vaebench import hookimpl
+
+P = "vaebench.plugins"
+
+
+@hookimpl
+def vaebench_register_encoders(register):
+    register("mlp", f"{P}.mlp:MLPEncoder")
+    register("conv", f"{P}.conv:ConvEncoder")
+
+
+@hookimpl
+def vaebench_register_decoders(register):
+    register("mlp", f"{P}.mlp:MLPDecoder")
+    register("conv", f"{P}.conv:ConvDecoder")
+
+
+@hookimpl
+def vaebench_register_priors(register):
+    register("normal", f"{P}.priors:StandardNormalPrior")
+    register("mog", f"{P}.priors:MixtureOfGaussiansPrior")
+    register("vamp", f"{P}.priors:VampPrior")
+    register("flow", f"{P}.priors:FlowPrior")
+
+
+@hookimpl
+def vaebench_register_datasets(register):
+    register("digits", f"{P}.datasets:digits")
+    register("synthetic", f"{P}.datasets:synthetic")
+
+
+@hookimpl
+def vaebench_register_likelihoods(register):
+    register("bernoulli", f"{P}.likelihoods:Bernoulli")
+    register("gaussian", f"{P}.likelihoods:Gaussian")
+    register("categorical", f"{P}.likelihoods:Categorical")
+
+
+@hookimpl
+def vaebench_register_models(register):
+    register("vae", f"{P}.objectives:VAEObjective")
+    register("iwae", f"{P}.objectives:IWAEObjective")
+    register("ae", f"{P}.objectives:autoencoder")
+    register("dae", f"{P}.objectives:denoising_autoencoder")
+    register("sae", f"{P}.objectives:sparse_autoencoder")
+
+
+@hookimpl
+def vaebench_register_executors(register):
+    register("local", f"{P}.executors:local_executor")
+    register("ray", f"{P}.executors:RayExecutor")
