@@ -5,17 +5,27 @@ Both hand back ``concurrent.futures`` futures, so the sweep loop is the same for
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from vaebench.errors import ConfigError
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
-def _init_worker(gpu_queue: Any, threads: int) -> None:
-    """Pin a worker to one GPU (on multi-GPU machines) and share the CPU cores fairly."""
+
+def _init_worker(gpu_queue: Any, threads: int, parent: int) -> None:
+    """Die with the sweep process (even a SIGKILL of it), pin a worker to one GPU (on
+    multi-GPU machines) and share the CPU cores fairly."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
     import torch
@@ -43,9 +53,23 @@ def local_executor(workers: int = 1, **options: Any) -> ProcessPoolExecutor:
         for index in range(workers):
             queue.put(index)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    return ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(queue, threads)
+    return LocalExecutor(
+        workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(queue, threads, os.getpid()),
     )
+
+
+class LocalExecutor(ProcessPoolExecutor):
+    """A process pool whose ``shutdown(wait=False, cancel_futures=True)`` (what an interrupted
+    sweep calls) also stops the running cells: they are re-run by ``--resume``."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures and not wait:
+            for process in list((getattr(self, "_processes", None) or {}).values()):
+                process.kill()
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 class RayExecutor:

@@ -23,7 +23,7 @@ class StandardNormalPrior(nn.Module):
 
     standard_normal = True
 
-    def __init__(self, latent_dim: int, **context) -> None:
+    def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
@@ -38,7 +38,7 @@ class StandardNormalPrior(nn.Module):
 class MixtureOfGaussiansPrior(nn.Module):
     """sum_k pi_k N(z; m_k, diag(s_k^2)) with learnable weights, means and scales."""
 
-    def __init__(self, latent_dim: int, components: int = 10, **context) -> None:
+    def __init__(self, latent_dim: int, components: int = 10) -> None:
         super().__init__()
         if int(components) < 1:
             raise ValueError(f"mog: components must be >= 1, got {components}")
@@ -80,7 +80,6 @@ class VampPrior(nn.Module):
         encoder: nn.Module,
         examples: torch.Tensor | None = None,
         pseudo_inputs: int = 50,
-        **context,
     ) -> None:
         super().__init__()
         k = int(pseudo_inputs)
@@ -114,7 +113,7 @@ class VampPrior(nn.Module):
 class FlowPrior(nn.Module):
     """A masked autoregressive flow (zuko.flows.MAF) whose base distribution is N(0, I)."""
 
-    def __init__(self, latent_dim: int, transforms: int = 3, hidden: int = 64, **context) -> None:
+    def __init__(self, latent_dim: int, transforms: int = 3, hidden: int = 64) -> None:
         super().__init__()
         import zuko
 

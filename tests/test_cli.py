@@ -50,9 +50,12 @@ def test_default_out_dir_is_under_runs(tmp_path):
             ["--dataset", "synthetic", "-D", "n_train=0"],
             "synthetic: option n_train must be an integer >= 1",
         ),
-        (["--dataset", "synthetic", "-D", "colour=red"], "rejected its options"),
+        (["--dataset", "synthetic", "-D", "colour=red"], "-D colour: not an option of dataset"),
         (["--model", "gan"], "unknown model 'gan'; available: ae, dae, iwae, sae, vae"),
-        (["--dataset", "synthetic", "-L", "bins=4"], "likelihood 'bernoulli' rejected its options"),
+        (
+            ["--dataset", "synthetic", "-L", "bins=4"],
+            "-L bins: not an option of likelihood 'bernoulli'; accepted: none",
+        ),
         (
             ["--likelihood", "categorical", "-L", "bins=1", "--dataset", "synthetic"],
             "bins must be >= 2",

@@ -9,6 +9,7 @@ regression), 2 unusable input, with a one-line message and no traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,14 @@ from pathlib import Path
 from vaebench import __version__
 from vaebench.config import add_run_flags
 from vaebench.errors import ConfigError, VaebenchError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every layer that lets an interruption through lets this."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class Parser(argparse.ArgumentParser):
@@ -132,10 +141,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from vaebench.io import check_output_file
     from vaebench.present.report import make_report
     from vaebench.registry import load_registry
 
     output = args.output or args.runs[0] / "report.html"
+    check_output_file(output, "-o")
     html_path, md_path = make_report(list(args.runs), output, load_registry())
     print(f"report: {html_path}\nmarkdown: {md_path}")
     return 0
@@ -145,6 +156,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from vaebench.io import check_writable
     from vaebench.present.console import print_cells, stdout
     from vaebench.registry import load_registry
     from vaebench.sweep import default_sweep_out, expand, load_sweep, run_sweep
@@ -159,6 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise VaebenchError("--resume needs --out, the folder of the sweep to continue")
     folder = args.out or default_sweep_out()
+    check_writable(folder, "--out")
     statuses: list[str] = []
     with Progress(console=Console(stderr=True), transient=True, disable=args.quiet) as progress:
         task = progress.add_task(f"sweep of {len(cells)} cells", total=len(cells))
@@ -224,14 +237,23 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except VaebenchError as exc:
         print(f"vaebench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vaebench: interrupted; results of finished models are kept on disk", file=sys.stderr)
-        return 130
+    except OSError as exc:  # a file system refusal we did not foresee: still one line
+        print(f"vaebench: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # finished models (or cells) are already on disk
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        print(
+            f"vaebench: interrupted ({name}); everything finished is kept on disk", file=sys.stderr
+        )
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

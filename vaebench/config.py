@@ -74,6 +74,7 @@ class RunConfig:
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
     timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
     out: str | None = option(None, "output folder (default: a new runs/<timestamp>)", sweep=False)
+    overwrite: bool = option(False, "replace the run already in --out (its files are deleted first)", sweep=False)
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
     # fmt: on
 

@@ -6,8 +6,10 @@ Every problem with a file becomes a one-line ``DataError`` naming the file and w
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from vaebench.errors import DataError
 
 SPLIT_SEED = 0
+MAX_CLASSES = 65536  # labels are class indices; beyond this they are not
 TEST_FRACTION = 0.2
 
 
@@ -37,9 +40,10 @@ class Dataset:
     def __post_init__(self) -> None:
         for split in ("x_train", "x_test"):
             x = getattr(self, split)
-            if x.ndim < 2 or x.shape[0] == 0:
+            if x.ndim < 2 or x.shape[0] < 2:
                 raise DataError(
-                    f"{self.name}: {split} must hold at least one example, got shape {tuple(x.shape)}"
+                    f"{self.name}: {split} must hold at least 2 examples (metrics compare "
+                    f"examples), got shape {tuple(x.shape)}"
                 )
             if not torch.isfinite(x).all():
                 raise DataError(f"{self.name}: {split} contains NaN or infinite values")
@@ -114,6 +118,10 @@ def to_labels(y: np.ndarray | None, n: int, source: str) -> torch.Tensor | None:
     )
     if not is_whole:
         raise DataError(f"{source}: labels must be integers, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        raise DataError(
+            f"{source}: labels must lie in [0, {MAX_CLASSES}), found {y.min()} to {y.max()}"
+        )
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -139,9 +147,33 @@ def deterministic_split(
     )
 
 
+def check_npz_headers(path: Path) -> None:
+    """Read each member's .npy header before any array: a header that declares more bytes
+    than the member holds (or Python objects) is refused without allocating anything."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                major, _ = np.lib.format.read_magic(member)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if major == 1
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(member)
+            if dtype.hasobject:
+                raise DataError(f"{path}[{info.filename}]: holds Python objects, not numbers")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise DataError(
+                    f"{path}[{info.filename}]: header declares shape {shape} ({declared:,} bytes) "
+                    f"but the member holds {info.file_size:,} bytes (corrupt or crafted)"
+                )
+
+
 def load_npz(path: Path) -> Dataset:
     """Keras MNIST convention (``x_train``, ``x_test``, optional ``y_*``) or a single ``x``/``y``."""
     try:
+        check_npz_headers(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -185,7 +217,7 @@ def read_idx(path: Path) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read IDX file ({type(exc).__name__}: {exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")

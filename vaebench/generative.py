@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,14 @@ def load_or_train_classifier(dataset: Dataset) -> tuple[FeatureClassifier, float
     classifier = _train_classifier(dataset, classes)
     with torch.no_grad():
         accuracy = (classifier(dataset.x_test).argmax(-1) == dataset.y_test).float().mean().item()
-    atomic_torch_save(path, {"state_dict": classifier.state_dict(), "test_accuracy": accuracy})
+    try:
+        atomic_torch_save(path, {"state_dict": classifier.state_dict(), "test_accuracy": accuracy})
+    except OSError as exc:  # a broken cache costs time, never the run
+        print(
+            f"vaebench: warning: cache {cache_dir()} unusable ({exc.strerror or exc}); "
+            f"the feature classifier is not cached (set {CACHE_ENV} to a writable folder)",
+            file=sys.stderr,
+        )
     return classifier, accuracy
 
 

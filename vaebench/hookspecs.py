@@ -49,12 +49,15 @@ def vaebench_register_decoders(register: Register) -> None:
 def vaebench_register_priors(register: Register) -> None:
     """Register priors p(z).
 
-    ``factory(latent_dim: int, **context) -> prior``. The prior offers ``log_prob(z) -> (B,)``
-    (summed over latent dimensions) and ``sample(n) -> (n, latent_dim)``, in the manner of
-    ``torch.distributions``. Make it a ``torch.nn.Module`` when it has learnable parameters:
-    they are trained with the model. ``context`` carries ``input_shape``, ``encoder`` and
-    ``examples`` (a few training inputs; what a VampPrior needs) and every
-    ``--prior-option KEY=VALUE``; accept ``**context`` and ignore what you do not use.
+    ``factory(latent_dim: int, *, <context>, <options>) -> prior``. The prior offers
+    ``log_prob(z) -> (B,)`` (summed over latent dimensions) and ``sample(n) -> (n, latent_dim)``,
+    in the manner of ``torch.distributions``. Make it a ``torch.nn.Module`` when it has
+    learnable parameters: they are trained with the model. Context: the keyword parameters
+    ``input_shape``, ``encoder`` and ``examples`` (a few training inputs; what a VampPrior
+    needs) are passed when the factory declares them. Every other keyword parameter is an
+    option (``--prior-option KEY=VALUE``): a key the factory does not declare stops the run
+    before training, naming the accepted ones (a factory taking ``**kwargs`` receives
+    everything, unchecked). Raise ``ValueError`` for a bad option value.
 
     Optional: ``standard_normal = True`` when the prior is exactly N(0, I), so the fused
     reparameterization + KL kernel gives the closed-form KL; or ``kl(mu, logvar) -> (B,)`` for
@@ -66,9 +69,10 @@ def vaebench_register_priors(register: Register) -> None:
 def vaebench_register_datasets(register: Register) -> None:
     """Register datasets by name.
 
-    ``factory(seed: int, **options) -> vaebench.data.Dataset``. ``options`` are the
-    ``--dataset-option KEY=VALUE`` flags (values parsed as int, float or string); raise
-    ``vaebench.errors.DataError`` with a one-line message for bad options or data.
+    ``factory(seed: int, <options>) -> vaebench.data.Dataset``. The keyword parameters are
+    the ``--dataset-option KEY=VALUE`` options (values parsed as int, float or string),
+    checked by name like a prior's; raise ``vaebench.errors.DataError`` with a one-line
+    message for bad option values or data.
     """
 
 
@@ -76,10 +80,11 @@ def vaebench_register_datasets(register: Register) -> None:
 def vaebench_register_likelihoods(register: Register) -> None:
     """Register observation models p(x|z).
 
-    ``factory(input_shape: tuple[int, ...], **options) -> likelihood``: an object (an
+    ``factory(input_shape: tuple[int, ...], <options>) -> likelihood``: an object (an
     ``nn.Module`` when it has learnable parameters) with ``log_prob(params, x) -> (B,)``
     summed over all data dimensions, in nats, and ``mean(params) -> (B, *input_shape)`` for
-    reconstructions. ``options`` come from ``--likelihood-option KEY=VALUE``. A likelihood
+    reconstructions. Its keyword parameters are the ``--likelihood-option KEY=VALUE`` options,
+    checked by name like a prior's. A likelihood
     that needs more than one parameter per value offers ``param_shape(input_shape)``; the
     decoder is then built for that shape instead of the input shape.
     """

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from vaebench.errors import VaebenchError
-from vaebench.schema import IDENTITY, ordered_keys
+from vaebench.schema import IDENTITY, metric_columns, ordered_keys, row_label
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -40,6 +40,46 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+RUN_FILES = ("config.json", "results.json")  # what makes a folder a run folder
+
+
+def check_writable(path: Path, what: str) -> None:
+    """``path`` is, or can become, a folder we may write: one line naming it when it cannot."""
+    if path.exists() and not path.is_dir():
+        raise VaebenchError(f"{what} {path}: is a file, not a folder; choose a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise VaebenchError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise VaebenchError(f"{what} {path}: {parent} is not writable; choose another folder")
+
+
+def check_new_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Never overwrite a finished result: a run folder is replaced only on request."""
+    check_writable(path, "--out")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not any((path / name).exists() for name in RUN_FILES):
+        raise VaebenchError(
+            f"--out {path}: holds other files and is not a vaebench run folder; "
+            "choose a new or empty folder"
+        )
+    if not overwrite:
+        raise VaebenchError(
+            f"--out {path}: already holds a run; choose a new --out, or add --overwrite to replace it"
+        )
+
+
+def check_output_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise VaebenchError(
+            f"{what} {path}: is a folder; give a file name (e.g. {path}/report.html)"
+        )
+    check_writable(path.parent, what)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -89,36 +129,84 @@ class Run:
     history: dict[str, list[dict[str, float]]]
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: Path, default: Any = None) -> Any:
     if not path.is_file():
         if default is not None:
             return default
         raise VaebenchError(f"{path}: missing; is {path.parent} a vaebench run folder?")
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VaebenchError(f"{path}: unreadable JSON ({exc})") from None
 
 
+def _number(value: Any) -> bool:
+    """A metric as written by ``write_json``: a number, null (NaN) or "inf"/"-inf"."""
+    return (
+        value is None
+        or value in ("inf", "-inf")
+        or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    )
+
+
+def check_rows(rows: Any, path: Path) -> None:
+    """``results.json`` as ``write_results`` writes it; the error names the row and field."""
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise VaebenchError(f"{path}: holds no result rows (expected a list of objects)")
+    for index, row in enumerate(rows, start=1):
+        for key in (*IDENTITY, "status"):
+            if not isinstance(row.get(key), str):
+                raise VaebenchError(
+                    f"{path}: row {index}: '{key}' must be text, got {row.get(key)!r}"
+                )
+        for col in metric_columns(row):
+            if not _number(row[col.key]):
+                raise VaebenchError(
+                    f"{path}: row {index} ({row_label(row)}): '{col.key}' must be a number, "
+                    f"got {row[col.key]!r}"
+                )
+        kl = row.get("kl_per_dim")
+        if kl is not None and not (isinstance(kl, list) and all(_number(v) for v in kl)):
+            raise VaebenchError(
+                f"{path}: row {index} ({row_label(row)}): 'kl_per_dim' must be a list of numbers"
+            )
+
+
+def check_history(history: Any, path: Path) -> None:
+    """``history.json``: label -> list of per-epoch objects of numbers."""
+    if not isinstance(history, dict):
+        raise VaebenchError(f"{path}: expected an object of model label -> epochs")
+    for label, epochs in history.items():
+        if not isinstance(epochs, list) or not all(
+            isinstance(e, dict) and all(_number(v) for v in e.values()) for e in epochs
+        ):
+            raise VaebenchError(f"{path}: '{label}' must be a list of objects of numbers")
+
+
+def read_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (``config.json``, ``environment.json``)."""
+    value = read_json(path, {})
+    if not isinstance(value, dict):
+        raise VaebenchError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def load_run(path: Path) -> Run:
-    """One run folder; a one-line error when it is not one."""
-    results_path = path / "results.json"
+    """One run folder, every file checked; a one-line error naming the file and field."""
     if not path.is_dir():
         raise VaebenchError(f"{path}: no such run folder")
-    rows = _read_json(results_path)
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise VaebenchError(f"{results_path}: holds no result rows")
-    frame = pd.DataFrame(rows)
-    for column in (*IDENTITY, "status"):
-        if column not in frame:
-            raise VaebenchError(f"{results_path}: rows lack the '{column}' column")
+    results_path = path / "results.json"
+    rows = read_json(results_path)
+    check_rows(rows, results_path)
+    history = read_json(path / "history.json", {})
+    check_history(history, path / "history.json")
     return Run(
         name=path.resolve().name,
         path=path,
-        results=frame,
-        config=_read_json(path / "config.json", {}),
-        environment=_read_json(path / "environment.json", {}),
-        history=_read_json(path / "history.json", {}),
+        results=pd.DataFrame(rows),
+        config=read_object(path / "config.json"),
+        environment=read_object(path / "environment.json"),
+        history=history,
     )
 
 

@@ -69,7 +69,9 @@ def _import(component: Component) -> Callable[..., Any]:
     module, _, attr = str(component.target).partition(":")
     try:
         factory = getattr(importlib.import_module(module), attr)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         raise PluginError(
             f"{component.kind} '{component.name}' from {component.owner}: cannot import "
             f"{component.target} ({type(exc).__name__}: {exc})"
@@ -107,7 +109,9 @@ class Registry:
         try:
             self.pm.register(plugin, name=owner.plugin)
             staged = self._collect(plugin, owner)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # sys.exit() or any BaseException in a plugin: isolated
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
             self._fail(owner, exc)
@@ -184,7 +188,9 @@ class Registry:
             seen.add(key)
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin that calls sys.exit() at import included
                 self._fail(owner, exc)
                 continue
             self.add_plugin(plugin, owner)

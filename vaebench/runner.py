@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
 import traceback
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -26,9 +27,22 @@ from vaebench.generative import (
     mmd,
     sample_quality,
 )
-from vaebench.io import atomic_write_text, environment, write_json, write_results
+from vaebench.io import (
+    atomic_write_text,
+    check_new_run_dir,
+    environment,
+    write_json,
+    write_results,
+)
 from vaebench.kernels import resolve_backend, triton_available
-from vaebench.model import VAE, ModelSpec, Objective, build_model
+from vaebench.model import (
+    VAE,
+    ModelSpec,
+    Objective,
+    build_model,
+    call_factory,
+    check_option_keys,
+)
 from vaebench.registry import Registry
 from vaebench.schema import row_label, row_stem
 from vaebench.timing import Timing, measure_model, measure_reparam_kl
@@ -68,16 +82,29 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
         if config.dataset_options:
             raise DataError("--dataset-option applies to named datasets, not to files")
         return load_path(config.dataset)
-    factory = registry.get("dataset", config.dataset).factory
+    component = registry.get("dataset", config.dataset)
+    check_option_keys([component], config.dataset_options, "-D", 0)
     try:
-        dataset = factory(seed=config.seed, **config.dataset_options)
-    except TypeError as exc:
-        raise DataError(f"dataset '{config.dataset}' rejected its options: {exc}") from None
+        dataset = call_factory(
+            component,
+            options=config.dataset_options,
+            flag="-D",
+            seed=config.seed,
+        )
+    except MemoryError:
+        raise DataError(
+            f"dataset '{config.dataset}' with {config.dataset_options} does not fit in memory"
+        ) from None
     if not isinstance(dataset, Dataset):
         raise DataError(
             f"dataset '{config.dataset}' returned {type(dataset).__name__}, not vaebench.data.Dataset"
         )
     return dataset
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 def _one_line(exc: BaseException) -> str:
@@ -109,7 +136,7 @@ class RunContext:
         likelihood = config.likelihood
         if likelihood == "auto":  # Bernoulli for [0, 1] data, Gaussian otherwise
             likelihood = "bernoulli" if dataset.unit_interval else "gaussian"
-        check_likelihood_options(registry, likelihood, dataset, config.likelihood_options)
+        check_options(config, registry, dataset, likelihood)
         device = torch.device(config.device)
         kernel_backend = resolve_backend(config.kernel, device)
         x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
@@ -160,8 +187,19 @@ def run(
     Rows are written after each model, so an interrupted run keeps every finished model.
     """
     reporter = reporter or Reporter()
-    context = RunContext.resolve(config, registry)
+    check_new_run_dir(Path(config.out), overwrite=config.overwrite)
+    try:  # bad data, options or sizes: nothing written yet
+        context = RunContext.resolve(config, registry)
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise ConfigError(
+            f"the run does not fit in memory at --latent-dim {config.latent_dim}, --batch-size "
+            f"{config.batch_size} ({_one_line(exc)[:120]}); use smaller sizes"
+        ) from None
     out = context.out
+    if config.overwrite and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.to_dict())
     write_json(out / "environment.json", environment(config.device))
@@ -251,22 +289,37 @@ def run_one(
             for backend, timing in context.reparam_timings.items():
                 row[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
                 row[f"reparam_kl_{backend}_spread"] = timing.relative_spread
-    except Exception as exc:  # a broken plugin or model fails alone; the others run
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a broken plugin or model fails alone (sys.exit() too)
         row["status"] = f"failed: {_one_line(exc)}"
         atomic_write_text(out / "errors" / f"{row_stem(row)}.txt", traceback.format_exc())
     return row, history
 
 
-def check_likelihood_options(
-    registry: Registry, likelihood: str, dataset: Dataset, options: dict[str, Any]
-) -> None:
-    """Unknown or bad ``--likelihood-option`` values stop the run before any training."""
-    try:
-        registry.get("likelihood", likelihood).factory(dataset.input_shape, **options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"likelihood '{likelihood}' rejected its options {options}: {exc}"
-        ) from None
+def check_options(config: RunConfig, registry: Registry, dataset: Dataset, likelihood: str) -> None:
+    """Every ``-L``/``-P`` key read by a component in use, and the likelihood and priors built
+    once: a misspelled or bad option stops the run before training, not each model after."""
+    shape = dataset.input_shape
+    component = registry.get("likelihood", likelihood)
+    check_option_keys([component], config.likelihood_options, "-L", 1)
+    call_factory(component, shape, options=config.likelihood_options, flag="-L")
+    priors = [registry.get("prior", prior) for prior in config.priors]
+    check_option_keys(priors, config.prior_options, "-P", 1)
+    try:  # a VampPrior needs an encoder; a broken encoder fails its own models later
+        encoder = registry.get("encoder", config.plugins[0]).factory(shape, config.latent_dim)
+    except Exception:
+        encoder = None
+    context = {"input_shape": shape, "encoder": encoder, "examples": dataset.x_train[:8]}
+    for component in priors:
+        try:
+            call_factory(
+                component, config.latent_dim, options=config.prior_options, flag="-P", **context
+            )
+        except ConfigError:
+            raise
+        except Exception:  # a prior that cannot be built fails its own models, with a status
+            pass
 
 
 @torch.no_grad()

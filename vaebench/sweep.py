@@ -28,7 +28,7 @@ import pandas as pd
 
 from vaebench.config import RunConfig, checked, default_out_dir, sweep_keys
 from vaebench.errors import ConfigError
-from vaebench.io import atomic_write_text, write_json
+from vaebench.io import atomic_write_text, read_json, write_json
 from vaebench.registry import Registry
 from vaebench.schema import IDENTITY, metric_columns
 
@@ -159,13 +159,19 @@ def prepare_out(out: Path, cells: list[Cell], spec: SweepSpec, resume: bool) -> 
             raise ConfigError(
                 f"{out} already holds a sweep; add --resume to continue it, or choose a new --out"
             )
-        previous = json.loads(plan_path.read_text())
-        if previous.get("cells") != plan["cells"] or previous.get("fixed") != json.loads(
-            json.dumps(spec.fixed)
+        previous = read_json(plan_path)
+        if (
+            not isinstance(previous, dict)
+            or previous.get("cells") != plan["cells"]
+            or previous.get("fixed") != json.loads(json.dumps(spec.fixed))
         ):
             raise ConfigError(
                 f"{out}: the sweep file changed since this sweep started; use a new --out"
             )
+    elif out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"--out {out}: holds other files and no sweep; choose a new or empty folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, plan)
 
@@ -208,10 +214,11 @@ def run_sweep(
                     write_json(cell.folder(out) / DONE_FILE, result)
                 if on_done is not None:
                     on_done(result)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the running cells, keep the rest
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
-            frames = aggregate(
-                out, cells
-            )  # also after an interruption: what finished is summarised
+            frames = aggregate(out, cells)  # also after an interruption: what finished counts
     return frames
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from vaebench.errors import VaebenchError
+from vaebench.io import read_json
 from vaebench.present import figures
 from vaebench.present.render import Plot, Section, Table
 from vaebench.schema import IDENTITY, MISSING, Column, column, is_missing, metric_columns, row_label
@@ -55,7 +56,9 @@ def _mean_std(row: pd.Series, col: Column) -> str:
 
 
 def sweep_sections(path: Path) -> list[Section]:
-    plan = json.loads((path / "sweep.json").read_text())
+    plan = read_json(path / "sweep.json")
+    if not isinstance(plan, dict) or not isinstance(plan.get("fixed", {}), dict):
+        raise VaebenchError(f"{path / 'sweep.json'}: not a sweep plan (expected an object)")
     sweep, summary = _read(path, "sweep.csv"), _read(path, "summary.csv")
     labels = _group_labels(summary)
     settings = Table(
