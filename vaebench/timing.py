@@ -7,7 +7,8 @@ timed block and picks a block size that makes the timer's own overhead negligibl
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +50,34 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def summarize(times: Sequence[float], batch_size: int) -> Timing:
+    """Median and quartiles of seconds per call: the median, not the mean, so one slow
+    block (a busy neighbour, a page fault) cannot move the figure."""
+    q25, median, q75 = np.percentile(np.asarray(times, dtype=np.float64), [25, 50, 75])
+    return Timing(float(median), float(q25), float(q75), len(times), batch_size)
+
+
 def time_call(
-    fn: Callable[[], object], *, batch_size: int, device: torch.device, min_run_time: float
+    fn: Callable[[], object],
+    *,
+    batch_size: int,
+    device: torch.device,
+    min_run_time: float,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Timing:
+    """Warm up, then time blocks of calls until ``min_run_time``; every clock read is preceded
+    by a device synchronization, so queued GPU work is inside the block that queued it."""
     for _ in range(WARMUP_CALLS):
         fn()
-    synchronize(device)
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    q25, q75 = np.percentile(measurement.times, [25, 75])
-    return Timing(measurement.median, float(q25), float(q75), len(measurement.times), batch_size)
+
+    def timer() -> float:
+        synchronize(device)
+        return clock()
+
+    timer_ = benchmark.Timer(
+        stmt="fn()", globals={"fn": fn}, timer=timer, num_threads=torch.get_num_threads()
+    )
+    return summarize(timer_.blocked_autorange(min_run_time=min_run_time).times, batch_size)
 
 
 def measure_model(
