@@ -5,11 +5,13 @@ An error case asserts the exit code; a stderr of exactly one non-empty line that
 culprit (flag, key, file or field); no ``Traceback`` on stdout or stderr; and that no file
 that existed before the command was changed or lost (sha256 snapshots of the folders involved).
 
-Classes, cases (68 in all; the command each one runs):
+Classes, cases (67 in all; the command each one runs):
 
-- ``TestDataLoss`` (8, run): an --out that holds a run is refused unless --overwrite; --overwrite
-  clears the old folder; an empty folder is fine; a refused --overwrite run leaves the old run.
-- ``TestPaths`` (9: run 4, sweep 1, report 2, run with a broken $VAEBENCH_CACHE 2).
+- ``TestDataLoss`` (9, run): an --out that holds a run (3 ways) is refused unless --overwrite;
+  --overwrite clears the old folder; an empty folder is fine; a run refused for bad input
+  leaves the old run untouched even with --overwrite (4).
+- ``TestPaths`` (8: run 3 (--out a file, under a file, under a read-only folder: skipped as
+  root), sweep 1, report 2, run with a broken $VAEBENCH_CACHE 2).
 - ``TestSweepFile`` (11, sweep --dry-run): bad values, keys, tables and files.
 - ``TestUnreadOptions`` (6, run): -P/-L/-D options nobody reads or that are out of range.
 - ``TestLyingFiles`` (9, run --dataset PATH): .npz and IDX files whose contents lie.
@@ -20,8 +22,13 @@ Classes, cases (68 in all; the command each one runs):
 - ``TestSignals`` (3: sweep 1, run 2): SIGKILL of a sweep's parent leaves no worker and
   --resume re-runs only the unfinished cell; SIGINT / SIGTERM during a run -> 130 / 143.
 
-Per command: run 40, sweep 13, report 9, compare 6, plugins 6 (the shared finished run that
+Per command: run 33, sweep 13, report 9, compare 6, plugins 6 (the shared finished run that
 the report, compare and data-loss cases copy is made once per module).
+
+Two slow cells are made slow on purpose and on demand: the ``sleepy`` model (a test plugin
+installed through a real entry point) waits in its loss while a flag file exists, so the
+signal tests interrupt a run whose first model is finished and whose second is training,
+and a killed sweep's unfinished cell finishes at once on --resume once the flag is removed.
 
 Cases that might allocate a lot run under an address-space limit (RLIMIT_AS), with a short
 subprocess timeout: an attempt at a terabyte allocation fails fast instead of taking the machine.
@@ -388,8 +395,7 @@ def _images(n: int) -> np.ndarray:
 
 def _npy_header_only(shape: tuple[int, ...]) -> bytes:
     """A .npy whose header declares ``shape`` (float64) followed by a few bytes of data."""
-    buffer = io.BytesIO()
-    buffer.write(np.lib.format.magic(1, 0))
+    buffer = io.BytesIO()  # the header writer also writes the magic string
     header = {"descr": "<f8", "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(buffer, header)
     buffer.write(b"\0" * 64)
@@ -833,6 +839,7 @@ class TestSignals:
         )  # fmt: skip
         try:
             wait_for((out / "results.csv").is_file, 120, "the first model to finish", proc)
+            checkpoints = snapshot(out / "checkpoints")
             time.sleep(0.5)  # well inside the sleepy model's training
             os.kill(proc.pid, sig)
             try:
@@ -849,3 +856,5 @@ class TestSignals:
         assert len(lines) <= 1 and all(line.startswith("vaebench: ") for line in lines), show(done)
         rows = (out / "results.csv").read_text().splitlines()
         assert len(rows) == 2 and rows[1].startswith("vae,mlp,normal,ok,"), rows
+        assert checkpoints, "the finished model saved no checkpoint"
+        assert_kept(checkpoints, out / "checkpoints")
