@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from vaebench.io import environment
+
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # lets the smoke run reach the triton path
 
@@ -14,17 +16,8 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = None
-    machine_info["torch"] = torch.__version__
-    machine_info["triton"] = triton_version
-    machine_info["cuda"] = torch.version.cuda
-    machine_info["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    machine_info["torch_threads"] = torch.get_num_threads()
+    """The same environment record a ``vaebench run`` writes (``vaebench.io.environment``)."""
+    machine_info.update(environment(DEVICE.type))
 
 
 @pytest.fixture

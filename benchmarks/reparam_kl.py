@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 import torch
 
 from benchmarks.cases import CPU_SIZES, DTYPES, GPU_SIZES, VARIANTS, Case, make_step, minimal_bytes
-from vaebench.io import atomic_write_text, cpu_name
+from vaebench.io import atomic_write_text, environment
 from vaebench.timing import time_call
 
 DIRECTIONS = ("forward", "fwd+bwd")
@@ -118,24 +117,12 @@ def run(
 
 
 def conditions(device: torch.device) -> dict[str, str]:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = "not installed"
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{cpu_name()}, {torch.get_num_threads()} threads"
-    )
+    """``vaebench.io.environment`` (what runs record too), the date and the command."""
+    info = environment(device.type)
     return {
         "date": dt.date.today().isoformat(),
-        "device": name,
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "cuda": str(torch.version.cuda),
-        "python": platform.python_version(),
+        "device": f"{info['device_name']}, {info['torch_threads']} threads",
+        **{key: str(info[key]) for key in ("torch", "triton", "cuda", "python", "git_commit")},
         "command": "python -m benchmarks.reparam_kl " + shlex.join(sys.argv[1:]),
     }
 
