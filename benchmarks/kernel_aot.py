@@ -113,6 +113,7 @@ def forward(
         "eps_out_ptr": "*fp32",
         "N": "i32",
         "D": "i32",
+        "S": "i32",
         "stride_mu_n": "i32",
         "stride_lv_n": "i32",
         "seed": "i32",

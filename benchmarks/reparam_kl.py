@@ -123,7 +123,7 @@ def conditions(device: torch.device) -> dict[str, str]:
         "date": dt.date.today().isoformat(),
         "device": f"{info['device_name']}, {info['torch_threads']} threads",
         **{key: str(info[key]) for key in ("torch", "triton", "cuda", "python", "git_commit")},
-        "command": "python -m benchmarks.reparam_kl " + shlex.join(sys.argv[1:]),
+        "command": f"python -m benchmarks.{Path(sys.argv[0]).stem} " + shlex.join(sys.argv[1:]),
     }
 
 

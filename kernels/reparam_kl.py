@@ -21,6 +21,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from vaebench.kernels import triton_interpreting
 from vaebench.kernels.api import check_inputs
@@ -76,6 +77,7 @@ def _reparam_kl_fwd(
     eps_out_ptr,
     N,
     D,
+    S,
     stride_mu_n,
     stride_mu_d,
     stride_lv_n,
@@ -88,9 +90,12 @@ def _reparam_kl_fwd(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    # One program: BLOCK_N rows of one sample, looping over the columns in BLOCK_D steps.
-    row_block = tl.program_id(0)
-    sample = tl.program_id(1)
+    # One program: BLOCK_N rows of one sample, looping over the columns in BLOCK_D steps. One
+    # launch axis (up to 2^31 - 1 programs: K = 100000 samples fit), samples varying fastest,
+    # so the S programs that re-read the same mu and logvar rows run together and hit L2.
+    pid = tl.program_id(0)
+    row_block = pid // S
+    sample = (pid % S).to(tl.int64)
     rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     rows64 = rows.to(tl.int64)
@@ -99,7 +104,7 @@ def _reparam_kl_fwd(
     logvar_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
 
     for col_start in range(0, D, BLOCK_D):
-        cols = col_start + tl.arange(0, BLOCK_D)
+        cols = (col_start + tl.arange(0, BLOCK_D)).to(tl.int64)  # 64-bit before any product
         tile_ok = row_ok[:, None] & (cols < D)[None, :]
         mu_offsets = rows64[:, None] * stride_mu_n + cols[None, :] * stride_mu_d
         lv_offsets = rows64[:, None] * stride_lv_n + cols[None, :] * stride_lv_d
@@ -181,15 +186,15 @@ def _reparam_kl_bwd(
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < N
     tile_ok = row_ok[:, None] & (cols < D)[None, :]
-    rows64 = rows.to(tl.int64)
+    rows64, cols64 = rows.to(tl.int64), cols.to(tl.int64)  # 64-bit before any product
 
     mu = tl.load(
-        mu_ptr + rows64[:, None] * stride_mu_n + cols[None, :] * stride_mu_d,
+        mu_ptr + rows64[:, None] * stride_mu_n + cols64[None, :] * stride_mu_d,
         mask=tile_ok,
         other=0.0,
     ).to(tl.float32)
     logvar = tl.load(
-        logvar_ptr + rows64[:, None] * stride_lv_n + cols[None, :] * stride_lv_d,
+        logvar_ptr + rows64[:, None] * stride_lv_n + cols64[None, :] * stride_lv_d,
         mask=tile_ok,
         other=0.0,
     ).to(tl.float32)
@@ -203,9 +208,13 @@ def _reparam_kl_bwd(
         ]
         grad_mu += grad_kl * mu
         grad_logvar += grad_kl * 0.5 * (tl.exp(logvar) - 1.0)
-    for sample in range(0, S):
+    # Per-sample offsets advance by addition in int64: no sample * stride product can wrap.
+    sample_rows = rows64  # global row index sample * N + n of the (S, N, D) output
+    gz_offsets = rows64[:, None] * stride_gz_n + cols64[None, :] * stride_gz_d
+    glq_offsets = rows64 * stride_glq_n
+    for _ in range(0, S):
         if HAS_GRAD_Z:
-            out_offsets = (rows64 + sample * N)[:, None] * D + cols[None, :]
+            out_offsets = sample_rows[:, None] * D + cols64[None, :]
             if RECOVER_EPS:
                 z = tl.load(eps_ptr + out_offsets, mask=tile_ok, other=0.0).to(tl.float32)
                 dz_dlogvar = 0.5 * (z - mu)
@@ -215,7 +224,7 @@ def _reparam_kl_bwd(
                     seed,
                     out_offsets,
                     tile_ok,
-                    rows64 + sample * N,
+                    sample_rows,
                     tl.program_id(1) * BLOCK_D,
                     D,
                     HAS_EPS,
@@ -223,21 +232,17 @@ def _reparam_kl_bwd(
                     BLOCK_D,
                 )
                 dz_dlogvar = half_std * eps
-            gz_offsets = (
-                rows64[:, None] * stride_gz_n + cols[None, :] * stride_gz_d + sample * stride_gz_s
-            )
             grad_z = tl.load(grad_z_ptr + gz_offsets, mask=tile_ok, other=0.0).to(tl.float32)
             grad_mu += grad_z
             grad_logvar += grad_z * dz_dlogvar
         if HAS_GRAD_LOG_Q:
-            glq = tl.load(
-                grad_log_q_ptr + rows64 * stride_glq_n + sample * stride_glq_s,
-                mask=row_ok,
-                other=0.0,
-            )
+            glq = tl.load(grad_log_q_ptr + glq_offsets, mask=row_ok, other=0.0)
             grad_logvar -= 0.5 * glq.to(tl.float32)[:, None]
+        sample_rows += N
+        gz_offsets += stride_gz_s
+        glq_offsets += stride_glq_s
 
-    out_offsets = rows64[:, None] * D + cols[None, :]
+    out_offsets = rows64[:, None] * D + cols64[None, :]
     tl.store(grad_mu_ptr + out_offsets, grad_mu.to(grad_mu_ptr.dtype.element_ty), mask=tile_ok)
     tl.store(
         grad_logvar_ptr + out_offsets,
@@ -299,7 +304,7 @@ def launch_forward(
         (samples, n) if return_log_q else (1,), device=mu.device, dtype=torch.float32
     )
     eps_arg = eps if eps is not None else z  # an unused pointer when eps is drawn in-kernel
-    grid = (triton.cdiv(n, block_n), samples)
+    grid = (triton.cdiv(n, block_n) * samples,)
     _reparam_kl_fwd[grid](
         mu,
         logvar,
@@ -310,6 +315,7 @@ def launch_forward(
         eps_out if eps_out is not None else z,
         n,
         d,
+        samples,
         mu.stride(0),
         mu.stride(1),
         logvar.stride(0),
@@ -413,6 +419,7 @@ class ReparamKL(torch.autograd.Function):
         return z, kl, log_q
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients are not themselves differentiable: say so
     def backward(ctx, grad_z, grad_kl, grad_log_q):
         mu, logvar, eps, z = ctx.saved_tensors
         if grad_log_q is not None and grad_log_q.dim() != 2:

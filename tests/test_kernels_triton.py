@@ -317,3 +317,62 @@ def test_runner_trains_through_triton_like_torch(registry, tmp_path):
         finals[kernel] = row["neg_elbo"]
         assert row["neg_elbo"] < row["neg_elbo_untrained"] - 5
     assert finals["triton"] == pytest.approx(finals["torch"], rel=0.03)
+
+
+def test_second_derivative_is_a_clear_error_not_a_silent_zero():
+    mu = torch.randn(4, 3, requires_grad=True)
+    logvar = torch.randn(4, 3, requires_grad=True)
+    z, kl = reparameterize_kl(mu, logvar, seed=3, backend="triton")
+    (grad_mu,) = torch.autograd.grad((z.square().sum() + kl.sum()), mu, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_mu.sum().backward()
+
+
+def test_forward_grid_is_one_axis_so_any_sample_count_launches(monkeypatch):
+    """CUDA caps launch axes 1 and 2 at 65535; K = 100000 samples must go on axis 0."""
+    from vaebench.kernels import reparam_kl
+
+    grids = []
+    real = reparam_kl._reparam_kl_fwd
+
+    class Recording:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(reparam_kl, "_reparam_kl_fwd", Recording())
+    mu, logvar = torch.randn(3, 2), torch.randn(3, 2)
+    reparameterize_kl(mu, logvar, samples=70, seed=1, backend="triton")
+    assert len(grids[0]) == 1 and grids[0][0] == 70 * math.ceil(3 / reparam_kl.tile_sizes(3, 2)[0])
+
+
+@pytest.mark.slow
+def test_offsets_past_2_31_elements_are_computed_in_64_bits():
+    """Strided views into 4 GiB of untouched address space: column 2 of mu and the second
+    sample of grad_z lie past element 2^31, where 32-bit offset products wrap."""
+    big = torch.empty(2**31 + 4096, dtype=torch.float16)  # virtual: only read elements are touched
+    gen = torch.Generator().manual_seed(0)
+
+    def view(shape, stride, offset, values):
+        v = big.as_strided(shape, stride, offset)
+        v.copy_(values.to(torch.float16))
+        return v
+
+    n, d, s = 2, 3, 2
+    mu_v, lv_v = torch.randn(n, d, generator=gen), 0.3 * torch.randn(n, d, generator=gen)
+    mu = view((n, d), (1, 2**30), 0, mu_v).requires_grad_()
+    logvar = view((n, d), (1, 2**30), 8, lv_v).requires_grad_()
+    eps = torch.randn(s, n, d, generator=gen, dtype=torch.float32)
+    grad_z = view((s, n, d), (2**31, d, 1), 64, torch.randn(s, n, d, generator=gen))
+    grad_kl = torch.randn(n, generator=gen)
+    z, kl = reparameterize_kl(mu, logvar, eps=eps, samples=s, backend="triton")
+    grads = torch.autograd.grad((z, kl), (mu, logvar), (grad_z, grad_kl))
+
+    mu_r = mu.detach().float().clone().requires_grad_()
+    lv_r = logvar.detach().float().clone().requires_grad_()
+    z_r, kl_r = reparameterize_kl_reference(mu_r, lv_r, eps)
+    grads_r = torch.autograd.grad((z_r, kl_r), (mu_r, lv_r), (grad_z.float().clone(), grad_kl))
+    torch.testing.assert_close(z.float(), z_r, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(kl, kl_r, atol=1e-3, rtol=1e-3)
+    for got, want in zip(grads, grads_r, strict=True):
+        torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=2e-2)
