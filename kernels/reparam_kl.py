@@ -298,11 +298,12 @@ def launch_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n, d = mu.shape
     block_n, block_d, warps = launch_tiles(n, d, tiles, rng)
-    z = torch.empty((samples, n, d), device=mu.device, dtype=mu.dtype)
+    # With one sample the outputs are (N, D) and (N,) themselves, never slices of a (1, ...)
+    # buffer: a slice's backward would allocate zeros and copy the gradient into them.
+    z = torch.empty((samples, n, d) if samples > 1 else (n, d), device=mu.device, dtype=mu.dtype)
     kl = torch.empty(n, device=mu.device, dtype=torch.float32)
-    log_q = torch.empty(
-        (samples, n) if return_log_q else (1,), device=mu.device, dtype=torch.float32
-    )
+    log_shape = ((samples, n) if samples > 1 else (n,)) if return_log_q else (1,)
+    log_q = torch.empty(log_shape, device=mu.device, dtype=torch.float32)
     eps_arg = eps if eps is not None else z  # an unused pointer when eps is drawn in-kernel
     grid = (triton.cdiv(n, block_n) * samples,)
     _reparam_kl_fwd[grid](
@@ -351,10 +352,10 @@ def launch_backward(
     grad_mu = torch.empty((n, d), device=mu.device, dtype=mu.dtype)
     grad_logvar = torch.empty((n, d), device=mu.device, dtype=logvar.dtype)
     gz = grad_z if grad_z is not None else grad_mu
-    gz_strides = gz.stride() if grad_z is not None else (0, 0, 0)
+    gz_strides = (0,) * (3 - gz.dim()) + gz.stride() if grad_z is not None else (0, 0, 0)
     gkl = grad_kl if grad_kl is not None else grad_mu
     glq = grad_log_q if grad_log_q is not None else grad_mu
-    glq_strides = glq.stride() if grad_log_q is not None else (0, 0)
+    glq_strides = (0,) * (2 - glq.dim()) + glq.stride() if grad_log_q is not None else (0, 0)
     grid = (triton.cdiv(n, block_n), triton.cdiv(d, block_d))
     _reparam_kl_bwd[grid](
         mu,
@@ -414,6 +415,8 @@ class ReparamKL(torch.autograd.Function):
         saved_z = z if noise == "recover" else None
         ctx.save_for_backward(mu, logvar, eps if eps_out is None else eps_out, saved_z)
         ctx.seed, ctx.samples, ctx.tiles, ctx.rng = seed, samples, tiles, rng
+        ctx.return_log_q = return_log_q
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         if not return_log_q:
             ctx.mark_non_differentiable(log_q)
         return z, kl, log_q
@@ -422,8 +425,10 @@ class ReparamKL(torch.autograd.Function):
     @once_differentiable  # the kernels' gradients are not themselves differentiable: say so
     def backward(ctx, grad_z, grad_kl, grad_log_q):
         mu, logvar, eps, z = ctx.saved_tensors
-        if grad_log_q is not None and grad_log_q.dim() != 2:
+        if not ctx.return_log_q:
             grad_log_q = None  # the placeholder output of a call without log_q
+        if grad_z is None and grad_kl is None and grad_log_q is None:
+            return (None,) * 9
         grad_mu, grad_logvar = launch_backward(
             mu,
             logvar,
@@ -484,7 +489,4 @@ def reparameterize_kl_variant(
     z, kl, log_q = ReparamKL.apply(
         mu, logvar, eps, int(seed), samples, return_log_q, tiles, noise, rng
     )
-    if samples == 1:
-        z = z[0]
-        log_q = log_q[0] if return_log_q else log_q
     return (z, kl, log_q) if return_log_q else (z, kl)
