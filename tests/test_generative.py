@@ -50,6 +50,32 @@ def test_mmd_is_zero_for_one_distribution_and_grows_with_the_shift():
     assert shifted[0] > 0.02 and shifted[0] < shifted[1] < shifted[2]
 
 
+def dense_mmd(x: torch.Tensor, y: torch.Tensor) -> float:
+    """The n x n definition, as the metric was first written."""
+    x, y, total = x.double(), y.double(), 0.0
+    for scale in generative.MMD_SCALES:
+        gamma = 1.0 / (2 * scale**2 * x.shape[1])
+        k_xx, k_yy, k_xy = (
+            torch.exp(-gamma * torch.cdist(a, b).pow(2)) for a, b in ((x, x), (y, y), (x, y))
+        )
+        n, m = len(x), len(y)
+        total += ((k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
+                  + (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1)) - 2 * k_xy.mean()).item()  # fmt: skip
+    return total
+
+
+def test_blocked_mmd_equals_the_dense_definition_and_caps_its_points(monkeypatch):
+    torch.manual_seed(0)
+    x, y = torch.randn(70, 3), torch.randn(50, 3) + 0.7  # unequal sizes: x and y not swappable
+    monkeypatch.setattr(generative, "MMD_BLOCK", 16)  # several blocks, a short last one
+    assert mmd(x, y) == pytest.approx(dense_mmd(x, y), rel=1e-9)
+    monkeypatch.setattr(generative, "MMD_MAX_POINTS", 40)
+    generator = torch.Generator().manual_seed(0)
+    sub_x = x[torch.randperm(70, generator=generator)[:40]]
+    sub_y = y[torch.randperm(50, generator=generator)[:40]]
+    assert mmd(x, y) == pytest.approx(dense_mmd(sub_x, sub_y), rel=1e-9)
+
+
 def test_interpolation_of_a_linear_decoder_is_perfectly_smooth():
     weight = torch.randn(3, 10)
     codes = torch.randn(50, 3)

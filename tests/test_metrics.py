@@ -16,6 +16,7 @@ from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.plugins.priors import StandardNormalPrior
 
 SHAPE = (1, 3, 4)
+VALUES = math.prod(SHAPE)  # decoder outputs per example
 LATENT = 5
 
 
@@ -110,18 +111,32 @@ def test_iw_nll_tightens_with_more_samples():
     assert bounds[0] > bounds[1] > bounds[2]
 
 
-def test_iw_nll_chunks_over_examples_exactly(monkeypatch):
-    """Chunking only bounds memory: each chunk's estimate equals the per-example reference."""
-    model, x = tiny_vae(), data(30)
-    monkeypatch.setattr(metrics, "IW_MAX_DECODES", 9)  # 9 // 4 = 2 examples per chunk
+@pytest.mark.parametrize(
+    ("budget", "batch", "chunk"), [(9 * VALUES, 2, 4), (3 * VALUES, 1, 3), (VALUES, 1, 1)]
+)
+def test_iw_nll_streams_examples_and_samples_exactly(monkeypatch, budget, batch, chunk):
+    """Streaming only bounds memory: with the noise drawn chunk by chunk (examples in batches,
+    samples in chunks of a running log-sum-exp) it equals the per-example reference."""
+    model, x, samples = tiny_vae(), data(7), 4
+    monkeypatch.setattr(metrics, "IW_BUDGET", budget)
     torch.manual_seed(3)
-    chunked = metrics.iw_nll(model, x, 4)
+    streamed = metrics.iw_nll(model, x, samples)
     torch.manual_seed(3)
-    eps = torch.cat([torch.randn(4, 2, LATENT) for _ in range(15)], dim=1)
+    columns = []
+    for start in range(0, x.shape[0], batch):
+        b = min(batch, x.shape[0] - start)
+        step = max(1, (budget // VALUES) // b)
+        draws = [torch.randn(min(step, samples - k), b, LATENT) for k in range(0, samples, step)]
+        columns.append(torch.cat(draws, dim=0))
+    eps = torch.cat(columns, dim=1)
     expected = (
-        -(torch.logsumexp(independent_log_weights(model, x, eps), 0) - math.log(4)).mean().item()
+        -(torch.logsumexp(independent_log_weights(model, x, eps), 0) - math.log(samples)).mean()
+    ).item()
+    assert streamed == pytest.approx(expected, rel=1e-5)
+    assert (batch, chunk) == (
+        max(1, (budget // VALUES) // samples),
+        max(1, (budget // VALUES) // batch),
     )
-    assert chunked == pytest.approx(expected, rel=1e-5)
 
 
 def test_gaussian_likelihood_matches_torch_distributions():

@@ -91,6 +91,9 @@ def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
     assert (frame["neg_elbo"] < frame["neg_elbo_untrained"] - 5).all()
     assert (frame["elbo_gap"] > -0.5).all()
     assert frame["probe_accuracy"].between(0, 1).all()
+    per_bit = 8 * 8 * math.log(2)  # synthetic 8x8 images: 64 values per example
+    assert (frame["bpd"] - frame["iw_nll"] / per_bit).abs().max() < 1e-9
+    assert (frame["neg_elbo_bpd"] - frame["neg_elbo"] / per_bit).abs().max() < 1e-9
     records = json.loads((tmp_path / "results.json").read_text())
     assert [r["plugin"] for r in records] == ["mlp", "conv"]
     assert len(records[0]["kl_per_dim"]) == config.latent_dim

@@ -15,7 +15,7 @@ from vaebench.kernels import reparameterize_kl
 from vaebench.model import VAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-IW_MAX_DECODES = 16384  # decoder inputs per chunk for the importance-weighted bound
+IW_BUDGET = 2**24  # decoder-output values held at once by the IW bound (64 MiB in fp32), any K
 
 
 def _batches(x: torch.Tensor, batch_size: int):
@@ -53,13 +53,22 @@ def elbo_terms(
 def iw_nll(model: VAE, x: torch.Tensor, samples: int) -> float:
     """Importance-weighted NLL estimate, -log (1/K) sum_k w_k (Burda et al., 2016), mean per example.
 
-    With K = 1 it is the one-sample Monte Carlo negative ELBO; it tightens as K grows.
+    With K = 1 it is the one-sample Monte Carlo negative ELBO; it tightens as K grows. Memory
+    is bounded by ``IW_BUDGET`` decoder outputs whatever K (5000 as in the IWAE and VampPrior
+    papers, or more): examples go in batches and samples in chunks, combined by a running
+    log-sum-exp. Time is O(n K) decoder calls, the cost of the estimator itself.
     """
-    batch = max(1, IW_MAX_DECODES // samples)
+    values = math.prod(model.param_shape or x.shape[1:])
+    decodes = max(1, IW_BUDGET // values)
+    batch = max(1, decodes // samples)
     total = 0.0
     for xb in _batches(x, batch):
-        log_w = model.log_importance_weights(xb, samples).double()
-        total += -(torch.logsumexp(log_w, dim=0) - math.log(samples)).sum().item()
+        chunk = max(1, decodes // xb.shape[0])
+        running = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
+        for start in range(0, samples, chunk):
+            log_w = model.log_importance_weights(xb, min(chunk, samples - start)).double()
+            running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
+        total += -(running - math.log(samples)).sum().item()
     return total / x.shape[0]
 
 

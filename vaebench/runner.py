@@ -346,6 +346,7 @@ def evaluate(model: VAE, objective: Objective, context: RunContext) -> dict[str,
     if objective.variational:
         terms = metrics.elbo_terms(model, x_test)
         iw = metrics.iw_nll(model, x_test, config.iw_samples)
+        bits = math.prod(dataset.input_shape) * math.log(2)  # nats per example -> bits per value
         result.update(
             neg_elbo=terms["neg_elbo"],
             recon_nll=terms["recon_nll"],
@@ -353,6 +354,8 @@ def evaluate(model: VAE, objective: Objective, context: RunContext) -> dict[str,
             iw_nll=iw,
             elbo_gap=terms["neg_elbo"] - iw,
             kl_per_dim=terms["kl_per_dim"],
+            bpd=iw / bits,
+            neg_elbo_bpd=terms["neg_elbo"] / bits,
         )
         codes = metrics.posterior_samples(model, x_test)
     else:

@@ -106,6 +106,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("recon_nll", "recon", "quality", "E_q[-log p(x|z)], one sample", unit="nats", fmt=".2f", better="lower", headline=True),
     Column("kl", "KL", "quality", "KL(q(z|x) || p(z)), closed form for `normal`", unit="nats", fmt=".2f"),
     Column("iw_nll", "IW-NLL", "quality", "importance-weighted NLL bound with K = iw_samples", unit="nats", fmt=".2f", better="lower", headline=True),
+    Column("bpd", "bits/dim", "quality", "iw_nll / (D ln 2), D values per example; the literature's figure for discrete likelihoods", unit="bits", fmt=".3f", better="lower", headline=True),
+    Column("neg_elbo_bpd", "-ELBO bits/dim", "quality", "neg_elbo / (D ln 2)", unit="bits", fmt=".3f", better="lower"),
     Column("elbo_gap", "gap", "quality", "neg_elbo - iw_nll", unit="nats", fmt=".2f"),
     Column("active_units", "AU", "quality", "units with Var_x(E_q[z_j]) > 0.01", fmt=".0f"),
     Column("probe_accuracy", "probe acc", "quality", "linear probe on posterior means (labelled data only)", fmt=".3f", better="higher", headline=True),
