@@ -130,3 +130,63 @@ def test_help_and_config_do_not_import_torch():
         "assert 'pandas' not in sys.modules, 'pandas imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_each_sweep_cell_checks_its_option_keys_before_anything_runs(tmp_path, registry):
+    from vaebench.sweep import expand, load_sweep
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        '[fixed]\nprior_options = {pseudo_inputs = 20}\n[axes]\nprior = ["vamp", "normal"]\n'
+    )
+    with pytest.raises(
+        ConfigError, match=r"cell 1 .*-P pseudo_inputs: not an option of prior 'normal'"
+    ):
+        expand(load_sweep(sweep), registry)
+    sweep.write_text('[fixed]\nprior_options = {pseudo_inputs = 20}\n[axes]\nprior = ["vamp"]\n')
+    assert len(expand(load_sweep(sweep), registry)) == 1
+
+
+def test_results_files_carry_every_declared_column(registry, tmp_path):
+    import pandas as pd
+
+    from vaebench.runner import run
+    from vaebench.schema import CORE_KEYS
+
+    config = RunConfig(
+        models=["ae"],
+        dataset="synthetic",
+        dataset_options={"n_train": 32, "n_test": 8},
+        epochs=1,
+        timing_min_time=0.01,
+        out=str(tmp_path / "ae"),
+    ).resolve(registry)
+    run(config, registry)
+    frame = pd.read_csv(tmp_path / "ae" / "results.csv")
+    assert set(CORE_KEYS) <= set(frame.columns)  # an AE-only run still has an iw_nll column
+    assert frame["iw_nll"].isna().all() and frame["recon_nll"].notna().all()
+
+
+def test_history_epochs_must_be_numbered(tmp_path):
+    from vaebench.io import check_history
+
+    with pytest.raises(ConfigError.__mro__[1], match="integer 'epoch'"):
+        check_history({"vae:mlp/normal": [{"loss": 2.0}]}, tmp_path / "history.json")
+    check_history({"vae:mlp/normal": [{"epoch": 1, "loss": 2.0, "kl": None}]}, tmp_path / "h")
+
+
+def test_gpu_session_summary_survives_failed_measurements():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.gpu_session import FIELDS, summary
+
+    blank = dict.fromkeys(FIELDS, "")
+    rows = [
+        {**blank, "step": "bandwidth", "backend": "triton", "direction": "forward", "dtype": "fp32",
+         "N": 8, "D": 4, "note": "error: RuntimeError: boom"},
+        {**blank, "step": "bandwidth", "backend": "triton", "direction": "fwd+bwd", "dtype": "fp32",
+         "N": 8, "D": 4, "median_ms": 1.0, "fraction_of_copy_bw": 0.9},
+        {**blank, "step": "bandwidth", "backend": "eager", "direction": "fwd+bwd", "dtype": "fp32",
+         "N": 8, "D": 4, "median_ms": 4.0},
+    ]  # fmt: skip
+    text = summary(rows, {"device": "test"})
+    assert "90% (met)" in text and "4.00x eager (target >= 3.0x: met)" in text

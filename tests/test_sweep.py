@@ -218,3 +218,19 @@ def test_local_executor_pins_one_gpu_per_worker(monkeypatch):
             futures = [pool.submit(visible_devices_together, barrier) for _ in range(2)]
             seen = sorted(future.result(timeout=180) for future in futures)
     assert seen == ["0", "1"]
+
+
+def test_a_damaged_cell_result_is_reported_not_fatal(tmp_path):
+    from vaebench.io import write_json
+    from vaebench.sweep import Cell, aggregate
+
+    cells = [Cell("0000-a", {"seed": 0}, {"seed": 0}), Cell("0001-b", {"seed": 1}, {"seed": 1})]
+    for cell in cells:
+        write_json(cell.folder(tmp_path) / "done.json", {"cell_id": cell.cell_id, "status": "ok"})
+        (cell.folder(tmp_path) / "run").mkdir()
+    (cells[0].folder(tmp_path) / "run" / "results.json").write_text("{broken")
+    write_json(cells[1].folder(tmp_path) / "run" / "results.json", [{"model": "vae"}])
+    sweep, _ = aggregate(tmp_path, cells)
+    assert list(sweep["status"]) == ["unreadable", "unreadable"]
+    assert "unreadable JSON" in sweep.loc[0, "cell_status"]
+    assert "'plugin' must be text" in sweep.loc[1, "cell_status"]

@@ -102,6 +102,7 @@ class RunConfig:
             registry.get("likelihood", self.likelihood)
         if not is_path(self.dataset, registry):
             registry.get("dataset", self.dataset)
+        self.check_option_keys(registry)
         device = resolve_device(self.device)
         from vaebench.kernels import resolve_backend
 
@@ -110,6 +111,21 @@ class RunConfig:
         except ValueError as exc:
             raise ConfigError(f"--kernel {self.kernel}: {exc}") from None
         return dataclasses.replace(self, device=device, out=str(self.out or default_out_dir()))
+
+    def check_option_keys(self, registry) -> None:
+        """Every ``-D/-L/-P`` key is an option of a component this run uses (a sweep checks
+        each cell): a misspelled or misplaced key stops it before anything starts."""
+        from vaebench.model import check_option_keys
+
+        priors = [registry.get("prior", name) for name in self.priors]
+        check_option_keys(priors, self.prior_options, "-P", 1)
+        if self.likelihood != "auto":  # "auto" is checked once the data has chosen it
+            likelihood = registry.get("likelihood", self.likelihood)
+            check_option_keys([likelihood], self.likelihood_options, "-L", 1)
+        if self.dataset in registry.names("dataset"):
+            check_option_keys(
+                [registry.get("dataset", self.dataset)], self.dataset_options, "-D", 0
+            )
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -314,7 +330,7 @@ def accepts(name: str) -> str:
 def _default(name: str) -> str:
     f = FIELDS[name]
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if value in (None, {}, False):
+    if value is None or value is False or value == {}:
         return "–"
     return ",".join(value) if isinstance(value, list) else str(value)
 

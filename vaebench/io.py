@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from vaebench.errors import VaebenchError
-from vaebench.schema import IDENTITY, metric_columns, ordered_keys, row_label
+from vaebench.schema import CORE_KEYS, IDENTITY, metric_columns, ordered_keys, row_label
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -75,6 +75,8 @@ def check_new_run_dir(path: Path, *, overwrite: bool) -> None:
 
 
 def check_output_file(path: Path, what: str) -> None:
+    if path.suffix.lower() == ".md":
+        raise VaebenchError(f"{what} {path}: give the HTML file; its Markdown twin goes beside it")
     if path.is_dir():
         raise VaebenchError(
             f"{what} {path}: is a folder; give a file name (e.g. {path}/report.html)"
@@ -111,8 +113,8 @@ def write_json(path: Path, payload: Any) -> None:
 
 def write_results(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     """``results.csv`` and ``results.json``, rewritten whole after each model finishes."""
-    frame = pd.DataFrame(rows)
-    frame = frame.reindex(columns=ordered_keys(frame.columns))
+    frame = pd.DataFrame(rows)  # every declared column, so scripts find each one in every run
+    frame = frame.reindex(columns=ordered_keys([*CORE_KEYS, *frame.columns]))
     flat = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
     atomic_write_text(out_dir / "results.csv", flat.to_csv(index=False))
     records = [{key: row.get(key) for key in frame.columns} for row in rows]
@@ -178,9 +180,14 @@ def check_history(history: Any, path: Path) -> None:
         raise VaebenchError(f"{path}: expected an object of model label -> epochs")
     for label, epochs in history.items():
         if not isinstance(epochs, list) or not all(
-            isinstance(e, dict) and all(_number(v) for v in e.values()) for e in epochs
+            isinstance(e, dict)
+            and isinstance(e.get("epoch"), int)
+            and all(map(_number, e.values()))
+            for e in epochs
         ):
-            raise VaebenchError(f"{path}: '{label}' must be a list of objects of numbers")
+            raise VaebenchError(
+                f"{path}: '{label}' must be a list of objects of numbers with an integer 'epoch'"
+            )
 
 
 def read_object(path: Path) -> dict[str, Any]:

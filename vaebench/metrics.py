@@ -15,7 +15,8 @@ from vaebench.kernels import reparameterize_kl
 from vaebench.model import VAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-IW_BUDGET = 2**24  # decoder-output values held at once by the IW bound (64 MiB in fp32), any K
+IW_BUDGET = 2**24  # decoder-output values per chunk of the IW bound, whatever K
+IW_MAX_DECODES = 16384  # and decoder calls per chunk (the networks' activations scale with it)
 
 
 def _batches(x: torch.Tensor, batch_size: int):
@@ -59,7 +60,7 @@ def iw_nll(model: VAE, x: torch.Tensor, samples: int) -> float:
     log-sum-exp. Time is O(n K) decoder calls, the cost of the estimator itself.
     """
     values = math.prod(model.param_shape or x.shape[1:])
-    decodes = max(1, IW_BUDGET // values)
+    decodes = max(1, min(IW_MAX_DECODES, IW_BUDGET // values))
     batch = max(1, decodes // samples)
     total = 0.0
     for xb in _batches(x, batch):

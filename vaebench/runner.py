@@ -194,8 +194,9 @@ def run(
         if not out_of_memory(exc):
             raise
         raise ConfigError(
-            f"the run does not fit in memory at --latent-dim {config.latent_dim}, --batch-size "
-            f"{config.batch_size} ({_one_line(exc)[:120]}); use smaller sizes"
+            f"the run does not fit in memory (data {config.dataset}, --latent-dim "
+            f"{config.latent_dim}, --batch-size {config.batch_size}: {_one_line(exc)[:120]}); "
+            "use smaller sizes"
         ) from None
     out = context.out
     if config.overwrite and out.exists():

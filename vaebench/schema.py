@@ -137,6 +137,9 @@ COLUMNS: tuple[Column, ...] = (
 # fmt: on
 
 
+# Written in every results file, present or not: every declared column but the per-backend ones.
+CORE_KEYS = tuple(c.key for c in COLUMNS if not c.template)
+
 # The model's own throughputs (train, encode, decode): what compare gates on and charts show.
 SPEEDS = tuple(
     c.key for c in COLUMNS if c.group == "throughput" and c.better == "higher" and not c.template
