@@ -43,6 +43,9 @@ class Compiled:
     loads: dict[str, int]
     stores: dict[str, int]
     sass_instructions: int
+    shared_bytes: int  # static shared memory: a cross-warp reduction would need it
+    barriers: int  # BAR instructions in the SASS: block-wide synchronizations
+    sass_per_element: float  # static instructions over the elements one thread handles
 
 
 def _cuobjdump(cubin: bytes, flag: str) -> str:
@@ -55,15 +58,17 @@ def _cuobjdump(cubin: bytes, flag: str) -> str:
         ).stdout
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int, int]:
-    """Registers, stack bytes, and static SASS instruction count (a proxy for arithmetic cost)."""
+def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int]:
+    """Registers, stack bytes, static SASS instruction count (a proxy for arithmetic cost),
+    static shared memory bytes and the number of barrier (BAR) instructions."""
     usage = _cuobjdump(cubin, "--dump-resource-usage")
     registers = int(re.search(r"REG:(\d+)", usage).group(1))
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))
-    sass = len(
-        re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", _cuobjdump(cubin, "-sass"), flags=re.MULTILINE)
-    )
-    return registers, stack, sass
+    shared = int(re.search(r"SHARED:(\d+)", usage).group(1))
+    sass_text = _cuobjdump(cubin, "-sass")
+    sass = len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass_text, flags=re.MULTILINE))
+    barriers = len(re.findall(r"\bBAR\.", sass_text))
+    return registers, stack, sass, shared, barriers
 
 
 def _compile(fn, signature: dict[str, str], constants: dict, arch: int, warps: int):
@@ -80,12 +85,14 @@ def _analyse(
     kernel: str, fn, signature: dict[str, str], constants: dict, dtype: str, warps: int, arch: int
 ) -> Compiled:
     compiled = _compile(fn, signature, constants, arch, warps)
-    registers, stack, sass = _resource_usage(compiled.asm["cubin"])
+    registers, stack, sass, shared, barriers = _resource_usage(compiled.asm["cubin"])
     ptx = compiled.asm["ptx"]
     tiles = f"{constants['BLOCK_N']}x{constants['BLOCK_D']}"
+    per_thread = constants["BLOCK_N"] * constants["BLOCK_D"] / (32 * warps)
     return Compiled(
-        kernel, dtype, tiles, warps, registers, stack, _widths(ptx, "ld"), _widths(ptx, "st"), sass
-    )
+        kernel, dtype, tiles, warps, registers, stack, _widths(ptx, "ld"), _widths(ptx, "st"),
+        sass, shared, barriers, round(sass / per_thread, 1),
+    )  # fmt: skip
 
 
 def _widths(ptx: str, op: str) -> dict[str, int]:
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = default_configs()
     print(
         f"{'kernel':8} {'rng':7} {'dtype':5} {'tiles':>7} {'warps':>5} {'regs':>4} {'stack':>5} "
-        f"{'SASS':>5}  global loads / stores (PTX)"
+        f"{'SASS':>5} {'/elem':>5} {'smem':>5} {'bar':>3}  global loads / stores (PTX)"
     )
     for block_n, block_d, warps in configs:
         for rng in args.rngs.split(","):
@@ -217,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     print(
                         f"{result.kernel:8} {rng:7} {result.dtype:5} {result.tiles:>7} {result.warps:>5} "
-                        f"{result.registers:>4} {result.stack_bytes:>5} {result.sass_instructions:>5}  "
+                        f"{result.registers:>4} {result.stack_bytes:>5} {result.sass_instructions:>5} "
+                        f"{result.sass_per_element:>5} {result.shared_bytes:>5} {result.barriers:>3}  "
                         f"{result.loads} / {result.stores}"
                     )
     return 0
