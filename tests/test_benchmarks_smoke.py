@@ -86,3 +86,11 @@ def test_gpu_session_smoke_streams_every_step_and_writes_the_summary(tmp_path):
     }
     summary = (tmp_path / "RESULTS-gpu.md").read_text()
     assert "## Targets" in summary and "## end-to-end" in summary
+
+
+def test_loop_overhead_script_compares_both_loops(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks import loop_overhead
+
+    assert loop_overhead.main(["--plugins", "mlp", "--epochs", "1", "--repeats", "1"]) == 0
+    assert "mlp: bare " in capsys.readouterr().out
