@@ -124,7 +124,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 Plot(
                     "quality",
                     figures.metric_bars(frame, [column("neg_elbo"), column("iw_nll")]),
-                    "",
+                    "Nats per test example; lower is better",
                 )
             ],
         ),
