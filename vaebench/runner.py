@@ -82,11 +82,9 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
         if config.dataset_options:
             raise DataError("--dataset-option applies to named datasets, not to files")
         return load_path(config.dataset)
-    component = registry.get("dataset", config.dataset)
-    check_option_keys([component], config.dataset_options, "-D", 0)
-    try:
+    try:  # its option keys were checked with the config (RunConfig.check_option_keys)
         dataset = call_factory(
-            component,
+            registry.get("dataset", config.dataset),
             options=config.dataset_options,
             flag="-D",
             seed=config.seed,
@@ -299,14 +297,15 @@ def run_one(
 
 
 def check_options(config: RunConfig, registry: Registry, dataset: Dataset, likelihood: str) -> None:
-    """Every ``-L``/``-P`` key read by a component in use, and the likelihood and priors built
-    once: a misspelled or bad option stops the run before training, not each model after."""
+    """The likelihood and every prior built once, so a bad ``-L``/``-P`` value stops the run
+    before training, not each model after. Option keys were checked with the config, except
+    for a likelihood that only the data chose (``auto``), checked here."""
     shape = dataset.input_shape
     component = registry.get("likelihood", likelihood)
-    check_option_keys([component], config.likelihood_options, "-L", 1)
+    if config.likelihood == "auto":
+        check_option_keys([component], config.likelihood_options, "-L", 1)
     call_factory(component, shape, options=config.likelihood_options, flag="-L")
     priors = [registry.get("prior", prior) for prior in config.priors]
-    check_option_keys(priors, config.prior_options, "-P", 1)
     try:  # a VampPrior needs an encoder; a broken encoder fails its own models later
         encoder = registry.get("encoder", config.plugins[0]).factory(shape, config.latent_dim)
     except Exception:

@@ -32,8 +32,11 @@ def combined(runs: list[Run]) -> pd.DataFrame:
         frame["label"] = [f"{run.name}: {label}" if len(runs) > 1 else label for label in labels]
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    for col in [*metric_columns(), *metric_columns(table.columns)]:
-        table[col.key] = pd.to_numeric(table.get(col.key, math.nan), errors="coerce")
+    for col in metric_columns():  # a run that measured none of a metric still has its column
+        if col.key not in table:
+            table[col.key] = math.nan
+    for col in metric_columns(table.columns):
+        table[col.key] = pd.to_numeric(table[col.key], errors="coerce")
     return table
 
 
