@@ -42,6 +42,7 @@ def vaebench_register_likelihoods(register):
     register("bernoulli", f"{P}.likelihoods:Bernoulli")
     register("gaussian", f"{P}.likelihoods:Gaussian")
     register("categorical", f"{P}.likelihoods:Categorical")
+    register("dlogistic", f"{P}.dlogistic:DiscretizedLogisticMixture")
 
 
 @hookimpl
@@ -57,3 +58,11 @@ def vaebench_register_models(register):
 def vaebench_register_executors(register):
     register("local", f"{P}.executors:local_executor")
     register("ray", f"{P}.executors:RayExecutor")
+
+
+@hookimpl
+def vaebench_register_tasks(register):
+    from vaebench.tasks import builtin_factories
+
+    for name, factory in builtin_factories().items():
+        register(name, factory)

@@ -10,28 +10,39 @@ import torch
 from vaebench.data import Dataset, to_images
 from vaebench.errors import DataError
 
-DIGITS_TEST_SIZE = 360  # the last fifth of 1797, stratified by label, fixed seed
+DIGITS_TEST_SIZE = 360  # a fifth of 1797, stratified by label, fixed seed
+DIGITS_VALID_SIZE = 144  # a tenth of the rest, stratified, fixed seed
 
 
 def digits(seed: int = 0) -> Dataset:
     """8x8 handwritten digits shipped inside scikit-learn (no download), scaled to [0, 1].
 
-    The split is fixed (it ignores ``seed``) so that scores are comparable across runs.
+    The splits (1,293 train / 144 validation / 360 test) are fixed (they ignore ``seed``) so
+    that scores are comparable across runs.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
-    x_train, x_test, y_train, y_test = train_test_split(
+    x_rest, x_test, y_rest, y_test = train_test_split(
         images, bunch.target, test_size=DIGITS_TEST_SIZE, random_state=0, stratify=bunch.target
     )
+    x_train, x_valid, y_train, y_valid = train_test_split(
+        x_rest, y_rest, test_size=DIGITS_VALID_SIZE, random_state=0, stratify=y_rest
+    )
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y.astype(np.int64))
+
     return Dataset(
         "digits",
         to_images(x_train, "digits"),
         to_images(x_test, "digits"),
-        torch.from_numpy(y_train.astype(np.int64)),
-        torch.from_numpy(y_test.astype(np.int64)),
+        labels(y_train),
+        labels(y_test),
+        to_images(x_valid, "digits"),
+        labels(y_valid),
     )
 
 
@@ -39,6 +50,7 @@ def synthetic(
     seed: int = 0,
     n_train: int = 512,
     n_test: int = 128,
+    n_valid: int = 64,
     side: int = 8,
     classes: int = 4,
     binary: int = 0,
@@ -51,13 +63,14 @@ def synthetic(
     for key, value, low in (
         ("n_train", n_train, 1),
         ("n_test", n_test, 1),
+        ("n_valid", n_valid, 1),
         ("side", side, 2),
         ("classes", classes, 1),
     ):
         if not isinstance(value, int) or value < low:
             raise DataError(f"synthetic: option {key} must be an integer >= {low}, got {value!r}")
     rng = np.random.default_rng(seed)
-    n = n_train + n_test
+    n = n_train + n_valid + n_test
     labels = rng.integers(0, classes, size=n)
     angle = 2 * math.pi * labels / classes
     radius = side / 4
@@ -73,4 +86,7 @@ def synthetic(
         images = (images > 0.5).astype(np.float32)
     x = to_images(images, "synthetic")
     y = torch.from_numpy(labels.astype(np.int64))
-    return Dataset("synthetic", x[:n_train], x[n_train:], y[:n_train], y[n_train:])
+    cut = n_train + n_valid
+    return Dataset(
+        "synthetic", x[:n_train], x[cut:], y[:n_train], y[cut:], x[n_train:cut], y[n_train:cut]
+    )

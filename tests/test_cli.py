@@ -44,7 +44,7 @@ def test_default_out_dir_is_under_runs(tmp_path):
         (["--dataset", "cifar"], "unknown dataset 'cifar'; available: digits, synthetic"),
         (
             ["--likelihood", "poisson"],
-            "unknown likelihood 'poisson'; available: bernoulli, categorical, gaussian",
+            "unknown likelihood 'poisson'; available: bernoulli, categorical, dlogistic, gaussian",
         ),
         (
             ["--dataset", "synthetic", "-D", "n_train=0"],

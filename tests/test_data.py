@@ -34,8 +34,12 @@ def write_idx(path, array: np.ndarray, *, compress: bool = False) -> None:
 def test_digits_fixed_split_with_labels():
     a, b = digits(seed=0), digits(seed=7)
     assert a.input_shape == (1, 8, 8)
-    assert (a.x_train.shape[0], a.x_test.shape[0]) == (1437, 360)
+    assert a.sizes() == {"n_train": 1293, "n_valid": 144, "n_test": 360}
     assert torch.equal(a.x_test, b.x_test), "the digits split must not depend on the seed"
+    assert torch.equal(a.x_valid, b.x_valid)
+    # The three splits are disjoint: no test or validation image is also a training image.
+    rows = {tuple(x.flatten().tolist()): "train" for x in a.x_train}
+    assert not any(tuple(x.flatten().tolist()) in rows for x in torch.cat([a.x_valid, a.x_test]))
     assert a.has_labels and set(a.y_test.tolist()) == set(range(10))
     assert a.unit_interval and not is_binary(a)
     assert float(a.x_train.max()) == 1.0

@@ -82,7 +82,14 @@ def test_builtins_are_registered_with_their_owner(registry: Registry):
     assert registry.names("prior") == ["flow", "mog", "normal", "vamp"]
     assert registry.names("model") == ["ae", "dae", "iwae", "sae", "vae"]
     assert {"digits", "synthetic"} <= set(registry.names("dataset"))
-    assert registry.names("likelihood") == ["bernoulli", "categorical", "gaussian"]
+    assert registry.names("likelihood") == ["bernoulli", "categorical", "dlogistic", "gaussian"]
+    assert registry.names("task") == [
+        "cifar10",
+        "dynamic-mnist",
+        "fashion-mnist",
+        "omniglot",
+        "static-mnist",
+    ]
     owner = registry.get("encoder", "conv").owner
     assert owner.distribution == "vaebench" and owner.plugin == "vaebench.plugins.builtins"
 

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
 
+    tasks = commands.add_parser(
+        "tasks",
+        help="list the versioned benchmark tasks (vaebench run --task NAME)",
+        description="Each task fixes data files, splits, binarization, likelihood, K and stopping rule.",
+    )
+    tasks.add_argument("--json", action="store_true", help="machine-readable output")
+
     report = commands.add_parser(
         "report",
         help="write an HTML report and its Markdown twin from run folders",
@@ -123,12 +130,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vaebench.present.console import RichReporter, print_run
     from vaebench.registry import load_registry
     from vaebench.runner import run
+    from vaebench.tasks import get_task
 
     registry = load_registry()
     config = from_args(args).resolve(registry)
     rows = run(config, registry, RichReporter(Console(stderr=True), quiet=config.quiet))
     if not config.quiet and rows:
-        print_run(rows, config)
+        references = get_task(registry, config.task).references if config.task else ()
+        print_run(rows, config, references)
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 
@@ -137,6 +146,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from vaebench.registry import load_registry
 
     print_plugins(load_registry().rows(), args.json)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from vaebench.present.console import print_tasks
+    from vaebench.registry import load_registry
+    from vaebench.tasks import get_task
+
+    registry = load_registry()
+    print_tasks([get_task(registry, name) for name in registry.names("task")], args.json)
     return 0
 
 
@@ -229,6 +248,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "plugins": cmd_plugins,
+    "tasks": cmd_tasks,
     "report": cmd_report,
     "compare": cmd_compare,
     "sweep": cmd_sweep,

@@ -21,6 +21,8 @@ from vaebench.errors import ConfigError
 from vaebench.kernels import BACKENDS
 
 DEVICES = ("auto", "cpu", "cuda")
+BINARIZE = ("none", "static", "dynamic")
+DATA_ENV = "VAEBENCH_DATA"  # where tasks find their files when --data-root is not given
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     sweep: bool = True  # may be set in a sweep file
     aliases: tuple[str, ...] = ()  # further sweep-file keys
+    internal: bool = False  # recorded in config.json, set by vaebench itself: no flag, no key
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -54,8 +57,12 @@ class RunConfig:
     plugins: list[str] = option(["mlp"], "encoder/decoder families", aliases=("plugin",))
     priors: list[str] = option(["normal"], "priors: normal, mog, vamp, flow", flag="prior")
     models: list[str] = option(["vae"], "objectives: vae, iwae, ae, dae, sae; AE-family rows use N(0, I) for samples", flag="model")
+    task: str | None = option(None, "a versioned benchmark task (see vaebench tasks): its data, splits and protocol; other flags override its settings and the row says so")
+    data_root: str | None = option(None, f"folder holding the task's data files (default: ${DATA_ENV})")
     dataset: str = option("digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files")
-    dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256", flag="dataset-option", short="-D")
+    dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256; files take -D layout=nhwc|nchw", flag="dataset-option", short="-D")
+    valid_fraction: float = option(0.1, "share of the training split held out for validation when the data has no validation split", low=0, above=True, below=1)
+    binarize: str = option("none", "Bernoulli-sample data in [0, 1]: static (once), dynamic (each training batch afresh; validation and test once, fixed seed)", choices=BINARIZE)
     likelihood: str = option("auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian")
     likelihood_options: dict[str, Any] = option({}, "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)", flag="likelihood-option", short="-L")
     prior_options: dict[str, Any] = option({}, "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)", flag="prior-option", short="-P")
@@ -65,7 +72,8 @@ class RunConfig:
     sparsity: float = option(0.05, "L1 weight on the code for sae", low=0)
     iwae_samples: int = option(5, "K of the iwae training objective", low=1)
     latent_dim: int = option(16, "latent dimensions", low=1)
-    epochs: int = option(50, "training epochs", low=1)
+    epochs: int = option(50, "most training epochs", low=1)
+    patience: int = option(0, "stop after this many epochs without a better validation -ELBO (loss for the AE family); 0: train every epoch. The best epoch's weights are kept either way", low=0)
     batch_size: int = option(64, "training batch size", low=1)
     lr: float = option(2e-3, "Adam learning rate", low=0, above=True)
     seed: int = option(0, "random seed", low=0)
@@ -76,6 +84,8 @@ class RunConfig:
     out: str | None = option(None, "output folder (default: a new runs/<timestamp>)", sweep=False)
     overwrite: bool = option(False, "replace the run already in --out (its files are deleted first)", sweep=False)
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
+    given: list[str] = option([], "the settings chosen by the user (flags or sweep keys), not by defaults or a task", internal=True)
+    protocol: str | None = option(None, "the task and version run, and which of its protocol settings were changed", internal=True)
     # fmt: on
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,10 +94,16 @@ class RunConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str) -> RunConfig:
         """A config from already-typed values (a sweep file): keys and values checked."""
-        return cls(**checked(values, source))
+        settings = checked(values, source)
+        return cls(**settings, given=sorted(settings))
 
     def resolve(self, registry) -> RunConfig:
-        """Check every name against the registry; fill ``device`` and ``out``."""
+        """Check every name against the registry; apply the task; fill ``device`` and ``out``."""
+        if self.task is not None:
+            from vaebench.tasks import data_root, get_task
+
+            self = get_task(registry, self.task).apply(self)
+            self = dataclasses.replace(self, data_root=str(data_root(self)))
         families = registry.families()
         for plugin in self.plugins:
             if plugin not in families:
@@ -100,7 +116,7 @@ class RunConfig:
                 registry.get(kind, name)
         if self.likelihood != "auto":
             registry.get("likelihood", self.likelihood)
-        if not is_path(self.dataset, registry):
+        if self.task is None and not is_path(self.dataset, registry):
             registry.get("dataset", self.dataset)
         self.check_option_keys(registry)
         device = resolve_device(self.device)
@@ -122,7 +138,7 @@ class RunConfig:
         if self.likelihood != "auto":  # "auto" is checked once the data has chosen it
             likelihood = registry.get("likelihood", self.likelihood)
             check_option_keys([likelihood], self.likelihood_options, "-L", 1)
-        if self.dataset in registry.names("dataset"):
+        if self.task is None and self.dataset in registry.names("dataset"):
             check_option_keys(
                 [registry.get("dataset", self.dataset)], self.dataset_options, "-D", 0
             )
@@ -136,6 +152,9 @@ def meta(name: str) -> Option:
     return FIELDS[name].metadata["option"]
 
 
+OPTIONS = tuple(name for name in FIELDS if not meta(name).internal)  # flags and sweep keys
+
+
 def flag(name: str) -> str:
     return "--" + (meta(name).flag or name.replace("_", "-"))
 
@@ -143,7 +162,7 @@ def flag(name: str) -> str:
 def sweep_keys() -> dict[str, str]:
     """Every key a sweep file may use (field, flag and alias spellings) -> field name."""
     keys = {}
-    for name in FIELDS:
+    for name in OPTIONS:
         if meta(name).sweep:
             for key in (name, (meta(name).flag or name), *meta(name).aliases):
                 keys[key.replace("-", "_")] = name
@@ -244,8 +263,8 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
 
 
 def add_run_flags(parser) -> None:
-    """One argparse flag per field, parsed later by ``from_args`` (so errors read alike)."""
-    for name in FIELDS:
+    """One argparse flag per option, parsed later by ``from_args`` (so errors read alike)."""
+    for name in OPTIONS:
         spec, kind = meta(name), TYPES[name]
         names = [flag(name), *([spec.short] if spec.short else [])]
         shown = _default(name)
@@ -264,7 +283,7 @@ def add_run_flags(parser) -> None:
 def from_args(namespace: Any) -> RunConfig:
     """The config from ``add_run_flags``' namespace; a bad value names its flag."""
     values = {}
-    for name in FIELDS:
+    for name in OPTIONS:
         raw = getattr(namespace, name)
         if raw is None or (TYPES[name] == dict[str, Any] and raw == []) or raw is False:
             continue
@@ -272,7 +291,7 @@ def from_args(namespace: Any) -> RunConfig:
             values[name] = from_text(name, raw)
         except ValueError as exc:
             raise ConfigError(f"{flag(name)}: {exc}") from None
-    return RunConfig(**values)
+    return RunConfig(**values, given=sorted(values))
 
 
 def is_path(spec: str, registry) -> bool:
@@ -341,7 +360,7 @@ def options_markdown() -> str:
         "| flag | sweep key | accepts | default | meaning |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name in FIELDS:
+    for name in OPTIONS:
         spec = meta(name)
         flags = ", ".join(f"`{n}`" for n in (flag(name), spec.short) if n)
         key = f"`{name}`" if spec.sweep else "–"

@@ -1,10 +1,12 @@
-"""Datasets: the in-memory container, file loaders (.npz, MNIST IDX) and their validation.
+"""Datasets: the in-memory container with its three splits, file loaders (.npz, MNIST IDX),
+validation hold-outs, image layout and binarization.
 
 Every problem with a file becomes a one-line ``DataError`` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import struct
@@ -19,16 +21,22 @@ import torch
 from vaebench.errors import DataError
 
 SPLIT_SEED = 0
+BINARIZE_SEED = 1  # validation and test splits are binarized once, with this seed
 MAX_CLASSES = 65536  # labels are class indices; beyond this they are not
 TEST_FRACTION = 0.2
+SPLITS = ("train", "valid", "test")
+BINARIZE = ("none", "static", "dynamic")
 
 
 @dataclass
 class Dataset:
-    """Train and test images as float32 in ``(N, *shape)``, labels optional.
+    """Train, validation and test images as float32 ``(N, *shape)``, labels optional.
 
     Values lie in [0, 1] for image data, but a loader may hand over real-valued data (then
-    the default likelihood is Gaussian).
+    the default likelihood is Gaussian). A loader without a validation split leaves
+    ``x_valid`` empty; ``with_validation`` then holds one out of the training split. ``files``
+    lists every file read, so a run can record their digests; ``layout`` says how 4-D arrays
+    were read (``nchw`` or ``nhwc``; ``flat``/``grey`` for other shapes).
     """
 
     name: str
@@ -36,28 +44,36 @@ class Dataset:
     x_test: torch.Tensor
     y_train: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
+    x_valid: torch.Tensor | None = None
+    y_valid: torch.Tensor | None = None
+    layout: str = ""
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for split in ("x_train", "x_test"):
-            x = getattr(self, split)
-            if x.ndim < 2 or x.shape[0] < 2:
+        for split in ("train", "valid", "test"):
+            x = getattr(self, f"x_{split}")
+            if x is None:
+                continue
+            least = 1 if split == "valid" else 2  # metrics compare examples; validation averages
+            if x.ndim < 2 or x.shape[0] < least:
                 raise DataError(
-                    f"{self.name}: {split} must hold at least 2 examples (metrics compare "
-                    f"examples), got shape {tuple(x.shape)}"
+                    f"{self.name}: x_{split} must hold at least {least} examples, got shape "
+                    f"{tuple(x.shape)}"
                 )
             if not torch.isfinite(x).all():
-                raise DataError(f"{self.name}: {split} contains NaN or infinite values")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(
-                f"{self.name}: train and test examples differ in shape "
-                f"({tuple(self.x_train.shape[1:])} vs {tuple(self.x_test.shape[1:])})"
-            )
-        for xs, ys in (("x_train", "y_train"), ("x_test", "y_test")):
-            y = getattr(self, ys)
-            if y is not None and y.shape[0] != getattr(self, xs).shape[0]:
+                raise DataError(f"{self.name}: x_{split} contains NaN or infinite values")
+            if x.shape[1:] != self.x_train.shape[1:]:
                 raise DataError(
-                    f"{self.name}: {ys} has {y.shape[0]} labels for {getattr(self, xs).shape[0]} examples"
+                    f"{self.name}: train and {split} examples differ in shape "
+                    f"({tuple(self.x_train.shape[1:])} vs {tuple(x.shape[1:])})"
                 )
+            y = getattr(self, f"y_{split}")
+            if y is not None and y.shape[0] != x.shape[0]:
+                raise DataError(
+                    f"{self.name}: y_{split} has {y.shape[0]} labels for {x.shape[0]} examples"
+                )
+        if not self.layout:
+            self.layout = {2: "flat", 3: "grey"}.get(self.x_train.ndim, "nchw")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -65,11 +81,82 @@ class Dataset:
 
     @property
     def unit_interval(self) -> bool:
-        return bool(all((x.min() >= 0) and (x.max() <= 1) for x in (self.x_train, self.x_test)))
+        splits = (self.x_train, self.x_valid, self.x_test)
+        return bool(all((x.min() >= 0) and (x.max() <= 1) for x in splits if x is not None))
 
     @property
     def has_labels(self) -> bool:
         return self.y_train is not None and self.y_test is not None
+
+    def sizes(self) -> dict[str, int]:
+        """Examples per split, as the result row records them."""
+        return {
+            f"n_{split}": 0 if x is None else x.shape[0]
+            for split, x in zip(SPLITS, (self.x_train, self.x_valid, self.x_test), strict=True)
+        }
+
+
+def with_validation(
+    dataset: Dataset, fraction: float, *, count: int | None = None, last: bool = False
+) -> Dataset:
+    """``dataset`` with a validation split held out of its training split, unless it has one.
+
+    By default a seeded shuffle picks ``fraction`` of the training examples (the same file
+    always gives the same split); ``count`` fixes the number instead and ``last`` takes the
+    final examples in file order (the MNIST protocol: the last 10,000 training images).
+    """
+    if dataset.x_valid is not None:
+        return dataset
+    n = dataset.x_train.shape[0]
+    n_valid = count if count is not None else round(n * fraction)
+    if not 1 <= n_valid <= n - 2:
+        raise DataError(
+            f"{dataset.name}: cannot hold out {n_valid} validation examples from {n} training "
+            "examples (at least 1, leaving 2); change --valid-fraction or add x_valid to the data"
+        )
+    if last:
+        order = torch.arange(n)
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    keep, held = order[: n - n_valid], order[n - n_valid :]
+    y = dataset.y_train
+    return dataclasses.replace(
+        dataset,
+        x_train=dataset.x_train[keep],
+        y_train=None if y is None else y[keep],
+        x_valid=dataset.x_train[held],
+        y_valid=None if y is None else y[held],
+    )
+
+
+def binarized(dataset: Dataset, mode: str) -> Dataset:
+    """Bernoulli-sampled splits for data in [0, 1] (``--binarize``).
+
+    ``static`` samples every split once; ``dynamic`` samples validation and test once and
+    leaves training values as they are, for the training loop to sample each batch afresh
+    (``sample_binary``). The fixed seed gives the same evaluation splits in every run.
+    """
+    if mode not in BINARIZE:
+        raise DataError(f"--binarize {mode}: use one of {', '.join(BINARIZE)}")
+    if mode == "none":
+        return dataset
+    if not dataset.unit_interval:
+        raise DataError(
+            f"{dataset.name}: --binarize {mode} needs data in [0, 1] (values are probabilities)"
+        )
+    generator = torch.Generator().manual_seed(BINARIZE_SEED)
+    splits = ("valid", "test") if mode == "dynamic" else SPLITS
+    changes = {
+        f"x_{split}": torch.bernoulli(getattr(dataset, f"x_{split}"), generator=generator)
+        for split in splits
+        if getattr(dataset, f"x_{split}") is not None
+    }
+    return dataclasses.replace(dataset, **changes)
+
+
+def sample_binary(batch: torch.Tensor) -> torch.Tensor:
+    """A fresh Bernoulli sample of a batch of probabilities (dynamic binarization)."""
+    return torch.bernoulli(batch)
 
 
 def to_images(x: np.ndarray, source: str) -> torch.Tensor:
@@ -170,8 +257,11 @@ def check_npz_headers(path: Path) -> None:
                 )
 
 
-def load_npz(path: Path) -> Dataset:
-    """Keras MNIST convention (``x_train``, ``x_test``, optional ``y_*``) or a single ``x``/``y``."""
+def load_npz(path: Path, layout: str = "auto") -> Dataset:
+    """Keras MNIST convention (``x_train``, ``x_test``, optional ``x_valid`` and ``y_*``) or a
+    single ``x``/``y`` (split deterministically). 4-D arrays may be channels-last (``layout``)."""
+    from vaebench.formats import to_nchw
+
     try:
         check_npz_headers(path)
         with np.load(path, allow_pickle=False) as archive:
@@ -181,31 +271,51 @@ def load_npz(path: Path) -> Dataset:
             f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
         ) from None
     source = str(path)
+    used = set()
+
+    def images(key: str) -> torch.Tensor:
+        x, how = to_nchw(arrays[key], layout, f"{source}[{key}]")
+        used.add(how)
+        return to_images(x, f"{source}[{key}]")
+
+    def labels(key: str, x: torch.Tensor) -> torch.Tensor | None:
+        return to_labels(arrays.get(key), x.shape[0], f"{source}[{key}]")
+
     if "x_train" in arrays or "x_test" in arrays:
         missing = [k for k in ("x_train", "x_test") if k not in arrays]
         if missing:
             raise DataError(
                 f"{path}: has {'x_train' if 'x_train' in arrays else 'x_test'} but no {missing[0]}"
             )
-        x_train = to_images(arrays["x_train"], f"{source}[x_train]")
-        x_test = to_images(arrays["x_test"], f"{source}[x_test]")
-        y_train = to_labels(arrays.get("y_train"), x_train.shape[0], f"{source}[y_train]")
-        y_test = to_labels(arrays.get("y_test"), x_test.shape[0], f"{source}[y_test]")
-        if (y_train is None) != (y_test is None):
-            y_train = y_test = None
+        x = {split: images(f"x_{split}") for split in SPLITS if f"x_{split}" in arrays}
+        y = {split: labels(f"y_{split}", x[split]) for split in x}
+        if any(label is None for label in y.values()):  # labels only when every split has them
+            y = dict.fromkeys(y)
+        dataset = Dataset(
+            source,
+            x["train"],
+            x["test"],
+            y["train"],
+            y["test"],
+            x.get("valid"),
+            y.get("valid"),
+            files=(source,),
+        )
     elif "x" in arrays:
-        x = to_images(arrays["x"], f"{source}[x]")
-        y = to_labels(arrays.get("y"), x.shape[0], f"{source}[y]")
+        x_all = images("x")
         try:
-            x_train, x_test, y_train, y_test = deterministic_split(x, y)
+            x_train, x_test, y_train, y_test = deterministic_split(x_all, labels("y", x_all))
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
+        dataset = Dataset(source, x_train, x_test, y_train, y_test, files=(source,))
     else:
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(
             f"{path}: expected arrays x_train and x_test (or a single x), found {found}"
         )
-    return Dataset(str(path), x_train, x_test, y_train, y_test)
+    if len(used) > 1:
+        raise DataError(f"{path}: the arrays have different layouts ({', '.join(sorted(used))})")
+    return dataclasses.replace(dataset, layout=used.pop())
 
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -266,17 +376,30 @@ def load_idx_dir(directory: Path) -> Dataset:
     if files["y_train"] is not None and files["y_test"] is not None:
         y_train = to_labels(read_idx(files["y_train"]), x_train.shape[0], str(files["y_train"]))
         y_test = to_labels(read_idx(files["y_test"]), x_test.shape[0], str(files["y_test"]))
-    return Dataset(str(directory), x_train, x_test, y_train, y_test)
+    files = tuple(str(f) for f in files.values() if f is not None)
+    return Dataset(str(directory), x_train, x_test, y_train, y_test, files=files)
 
 
-def load_path(spec: str) -> Dataset:
+FILE_OPTIONS = ("layout",)  # the -D options a data file accepts
+
+
+def load_path(spec: str, options: dict[str, object] | None = None) -> Dataset:
+    """A .npz file or a folder of MNIST IDX files; ``-D layout=nhwc|nchw`` for 4-D arrays."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(FILE_OPTIONS))
+    if unknown:
+        raise DataError(
+            f"-D {unknown[0]}: a data file accepts only {', '.join(FILE_OPTIONS)} "
+            "(other options belong to named datasets)"
+        )
+    layout = str(options.get("layout", "auto"))
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"{spec}: no such file or directory")
     if path.is_dir():
         return load_idx_dir(path)
     if path.suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, layout)
     raise DataError(
         f"{spec}: unsupported data file; use a .npz archive or a directory of MNIST IDX files"
     )

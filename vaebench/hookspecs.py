@@ -112,3 +112,15 @@ def vaebench_register_executors(register: Register) -> None:
     cells write into the sweep folder, so remote workers need it on a shared filesystem.
     ``options`` holds ``address`` (``--ray-address``) and any future executor settings.
     """
+
+
+@hookspec
+def vaebench_register_tasks(register: Register) -> None:
+    """Register versioned benchmark tasks (``vaebench run --task NAME``).
+
+    ``factory() -> vaebench.tasks.Task``; a task written as a TOML file (the format of the
+    built-ins in ``vaebench/tasks/``) registers as
+    ``functools.partial(vaebench.tasks.task_from_file, path)``. Its ``[data] format`` names a
+    built-in reader (amat, idx, omniglot, cifar10) or a ``"module:function"`` taking
+    ``(task, files)`` (role -> path) and returning a ``vaebench.data.Dataset``.
+    """

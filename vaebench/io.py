@@ -129,6 +129,7 @@ class Run:
     config: dict[str, Any]
     environment: dict[str, Any]
     history: dict[str, list[dict[str, float]]]
+    task: dict[str, Any]  # the task definition a task run ran (task.json), else empty
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -214,6 +215,7 @@ def load_run(path: Path) -> Run:
         config=read_object(path / "config.json"),
         environment=read_object(path / "environment.json"),
         history=history,
+        task=read_object(path / "task.json"),
     )
 
 

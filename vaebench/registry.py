@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     "likelihood": "vaebench_register_likelihoods",
     "model": "vaebench_register_models",
     "executor": "vaebench_register_executors",
+    "task": "vaebench_register_tasks",
 }
 
 STRICT_ENV = "VAEBENCH_STRICT_PLUGINS"

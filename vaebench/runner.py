@@ -4,6 +4,7 @@ classifier), then ``run_one`` per (model, plugin, prior): build, train, evaluate
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import shutil
@@ -18,8 +19,9 @@ import torch
 from vaebench import metrics
 from vaebench.checkpoints import REPORT_EXAMPLES, save_checkpoint
 from vaebench.config import RunConfig, is_path
-from vaebench.data import Dataset, load_path
+from vaebench.data import Dataset, binarized, load_path, sample_binary, with_validation
 from vaebench.errors import ConfigError, DataError
+from vaebench.formats import sha256_file
 from vaebench.generative import (
     FeatureClassifier,
     interpolation_smoothness,
@@ -46,7 +48,7 @@ from vaebench.model import (
 from vaebench.registry import Registry
 from vaebench.schema import row_label, row_stem
 from vaebench.timing import Timing, measure_model, measure_reparam_kl
-from vaebench.train import train
+from vaebench.train import train, watched_key
 
 MAX_TIMING_BATCH = 256
 EXAMPLES_FOR_PRIORS = 512  # training inputs offered to priors that start from data (VampPrior)
@@ -78,10 +80,21 @@ def timed_backends(selected: str, device: torch.device) -> list[str]:
 
 
 def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
-    if is_path(config.dataset, registry):
-        if config.dataset_options:
-            raise DataError("--dataset-option applies to named datasets, not to files")
-        return load_path(config.dataset)
+    """The run's data with its three splits, binarized as asked."""
+    if config.task is not None:
+        from vaebench.tasks import get_task
+        from vaebench.tasks.load import load_task_data
+
+        dataset = load_task_data(get_task(registry, config.task), Path(config.data_root))
+    elif is_path(config.dataset, registry):
+        dataset = load_path(config.dataset, config.dataset_options)
+    else:
+        dataset = named_dataset(config, registry)
+    dataset = with_validation(dataset, config.valid_fraction)
+    return binarized(dataset, config.binarize)
+
+
+def named_dataset(config: RunConfig, registry: Registry) -> Dataset:
     try:  # its option keys were checked with the config (RunConfig.check_option_keys)
         dataset = call_factory(
             registry.get("dataset", config.dataset),
@@ -98,6 +111,19 @@ def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
             f"dataset '{config.dataset}' returned {type(dataset).__name__}, not vaebench.data.Dataset"
         )
     return dataset
+
+
+def data_digests(dataset: Dataset) -> dict[str, str]:
+    """sha256 of every file the data came from: two runs can be checked to have read the
+    same bytes (``environment.json``; the row carries a digest of these digests)."""
+    return {path: sha256_file(Path(path)) for path in dataset.files}
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    if not digests:
+        return ""
+    text = "".join(f"{Path(p).name} {d}\n" for p, d in sorted(digests.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -121,11 +147,13 @@ class RunContext:
     device: torch.device
     kernel_backend: str
     x_train: torch.Tensor
+    x_valid: torch.Tensor
     x_test: torch.Tensor
     timing_batch: torch.Tensor
     steps_per_epoch: int
     classifier: tuple[FeatureClassifier, float] | None
     reparam_timings: dict[str, Timing]
+    data_files: dict[str, str]
 
     @classmethod
     def resolve(cls, config: RunConfig, registry: Registry) -> RunContext:
@@ -137,7 +165,11 @@ class RunContext:
         check_options(config, registry, dataset, likelihood)
         device = torch.device(config.device)
         kernel_backend = resolve_backend(config.kernel, device)
-        x_train, x_test = dataset.x_train.to(device), dataset.x_test.to(device)
+        x_train, x_valid, x_test = (
+            dataset.x_train.to(device),
+            dataset.x_valid.to(device),
+            dataset.x_test.to(device),
+        )
         timing_batch = x_train[: min(config.batch_size, MAX_TIMING_BATCH)]
         classifier = load_or_train_classifier(dataset) if dataset.has_labels else None
         reparam = {
@@ -151,8 +183,18 @@ class RunContext:
             for backend in timed_backends(kernel_backend, device)
         }
         steps = math.ceil(x_train.shape[0] / config.batch_size)
-        fields = (dataset, likelihood, device, kernel_backend, x_train, x_test, timing_batch)
-        return cls(config, registry, Path(config.out), *fields, steps, classifier, reparam)
+        fields = (dataset, likelihood, device, kernel_backend, x_train, x_valid, x_test)
+        return cls(
+            config,
+            registry,
+            Path(config.out),
+            *fields,
+            timing_batch,
+            steps,
+            classifier,
+            reparam,
+            data_digests(dataset),
+        )
 
     def objective_options(self) -> dict[str, Any]:
         config = self.config
@@ -201,7 +243,13 @@ def run(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.to_dict())
-    write_json(out / "environment.json", environment(config.device))
+    write_json(
+        out / "environment.json", {**environment(config.device), "data_files": context.data_files}
+    )
+    if config.task is not None:
+        from vaebench.tasks import get_task
+
+        write_json(out / "task.json", get_task(registry, config.task).to_dict())
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
     for name, objective, plugin, prior in context.grid():
@@ -244,8 +292,12 @@ def run_one(
         "device": config.device,
         "kernel_backend": context.kernel_backend,
         "iw_samples": config.iw_samples,
-        "n_train": context.x_train.shape[0],
-        "n_test": context.x_test.shape[0],
+        "protocol": config.protocol,
+        "binarize": config.binarize,
+        "layout": context.dataset.layout,
+        "patience": config.patience,
+        **context.dataset.sizes(),
+        "data_sha256": combined_digest(context.data_files),
     }
     history = None
     try:
@@ -274,11 +326,20 @@ def run_one(
                 batch_size=config.batch_size,
                 lr=config.lr,
                 seed=config.seed,
+                x_valid=context.x_valid,
+                patience=config.patience,
+                batch_transform=sample_binary if config.binarize == "dynamic" else None,
                 on_step=reporter.step,
             )
         history = outcome.history
         row["train_seconds"] = outcome.seconds
         row["status"] = outcome.status
+        row["epochs_run"] = outcome.epochs_run
+        row["best_epoch"] = outcome.best_epoch
+        if outcome.best_epoch is not None:
+            row[watched_key(objective)] = outcome.history[outcome.best_epoch - 1][
+                watched_key(objective)
+            ]
         if not outcome.diverged:
             row.update(evaluate(model, objective, context))
             row.update(throughput(model, objective, context.timing_batch, config))

@@ -1,4 +1,7 @@
-"""The training loop: Adam on the mean negative ELBO, stopping a model the step it diverges."""
+"""The training loop: Adam on the objective, validation after every epoch, early stopping on
+the validation split with the best epoch's weights restored, and a stop the step a model
+diverges. The test split never reaches this module.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +15,59 @@ import torch
 from vaebench.model import VAE, Objective
 
 HISTORY_KEYS = ("loss", "recon", "kl")
+VALID_BATCH = 512  # examples per validation forward (no gradients: cheaper than a train step)
+VALID_SEED = 12345  # the same noise every epoch, so validation curves compare epochs, not draws
 
 
 @dataclass
 class TrainOutcome:
-    """What training produced: per-epoch train-set means, the number of steps, a status."""
+    """What training produced: per-epoch means, steps taken, the epoch kept, a status."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     status: str = "ok"
     seconds: float = 0.0
+    best_epoch: int | None = None  # the epoch whose weights the model holds at the end
+    stopped_early: bool = False
 
     @property
     def diverged(self) -> bool:
         return self.status != "ok"
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+@torch.no_grad()
+def validate(model: VAE, objective: Objective, x_valid: torch.Tensor, step: int) -> dict[str, float]:
+    """Validation means: the objective's loss and, for the VAE family, the negative ELBO.
+
+    Runs in eval mode under a fixed seed (the caller's random state is left untouched).
+    """
+    was_training = model.training
+    model.eval()
+    devices = [x_valid.device] if x_valid.device.type == "cuda" else []
+    loss_sum = elbo_sum = 0.0
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(VALID_SEED)
+        for start in range(0, x_valid.shape[0], VALID_BATCH):
+            xb = x_valid[start : start + VALID_BATCH]
+            loss, _ = objective.loss(model, xb, step)
+            loss_sum += loss.double().item() * xb.shape[0]
+            if objective.variational:
+                elbo_sum += model.loss_terms(xb).neg_elbo.double().sum().item()
+    model.train(was_training)
+    n = x_valid.shape[0]
+    result = {"valid_loss": loss_sum / n}
+    if objective.variational:
+        result["valid_neg_elbo"] = elbo_sum / n
+    return result
+
+
+def watched_key(objective: Objective) -> str:
+    """What early stopping and the best epoch are judged on."""
+    return "valid_neg_elbo" if objective.variational else "valid_loss"
 
 
 def train(
@@ -37,14 +79,26 @@ def train(
     batch_size: int,
     lr: float,
     seed: int,
+    x_valid: torch.Tensor | None = None,
+    patience: int = 0,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> TrainOutcome:
-    """Train in place on ``objective``. A NaN or infinite loss stops with ``diverged at step N``."""
+    """Train in place on ``objective`` for at most ``epochs`` epochs.
+
+    With ``x_valid``, every epoch ends with a validation pass; the weights of the epoch with
+    the lowest validation figure (``watched_key``) are restored at the end, and ``patience``
+    > 0 stops training after that many epochs without improvement. ``batch_transform`` maps
+    each training batch before its step (dynamic binarization draws a fresh sample there).
+    A NaN or infinite loss stops with ``diverged at step N``.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order_rng = torch.Generator().manual_seed(seed)
     outcome = TrainOutcome()
     started = time.perf_counter()
     n = x_train.shape[0]
+    watched = watched_key(objective)
+    best_value, best_state = math.inf, None
     model.train()
     for epoch in range(1, epochs + 1):
         # Sums stay on the device: the finiteness check is the step's only host sync.
@@ -56,6 +110,8 @@ def train(
         order = torch.randperm(n, generator=order_rng).to(x_train.device)
         for start in range(0, n, batch_size):
             xb = x_train[order[start : start + batch_size]]
+            if batch_transform is not None:
+                xb = batch_transform(xb)
             loss, terms = objective.loss(model, xb, outcome.steps)
             outcome.steps += 1
             if not torch.isfinite(loss):
@@ -76,7 +132,26 @@ def train(
                     sums[key] += term.detach().double().sum()
             if on_step is not None:
                 on_step()
-        means = {k: math.nan if k in missing else v.item() / seen for k, v in sums.items()}
-        outcome.history.append({"epoch": epoch, **means})
+        record = {"epoch": epoch}
+        record.update({k: math.nan if k in missing else v.item() / seen for k, v in sums.items()})
+        if x_valid is not None:
+            record.update(validate(model, objective, x_valid, outcome.steps))
+            value = record[watched]
+            if value < best_value:  # NaN never improves
+                best_value, outcome.best_epoch = value, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        outcome.history.append(record)
+        if (
+            patience > 0
+            and outcome.best_epoch is not None
+            and epoch - outcome.best_epoch >= patience
+            and epoch < epochs
+        ):
+            outcome.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif x_valid is None:
+        outcome.best_epoch = outcome.epochs_run
     outcome.seconds = time.perf_counter() - started
     return outcome

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,15 +97,16 @@ def plain_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-def print_run(rows: list[dict[str, Any]], config: Any) -> None:
-    """The tables ``vaebench run`` prints after its last model."""
+def print_run(rows: list[dict[str, Any]], config: Any, references: Sequence[Any] = ()) -> None:
+    """The tables ``vaebench run`` prints after its last model (and a task's literature)."""
     first, out = rows[0], stdout()
     out.print(
         group_table(
             rows,
             "quality",
             f"Quality on {first['dataset']} test split (nats per example, likelihood "
-            f"{first['likelihood']}, K={config.iw_samples}; 'untrained' is before the first step)",
+            f"{first['likelihood']}, K={config.iw_samples}; weights of the best validation epoch; "
+            "'untrained' is before the first step)",
             status=True,
         )
     )
@@ -135,7 +136,36 @@ def print_run(rows: list[dict[str, Any]], config: Any) -> None:
             f"call, median of repeats, kernel {first['kernel_backend']}{note})",
         )
     )
+    if references:
+        from vaebench.tasks import LITERATURE_HEADERS, literature_rows
+
+        out.print(
+            plain_table(
+                f"{first.get('protocol')}: published figures (literature) beside this run's",
+                list(LITERATURE_HEADERS),
+                literature_rows(list(references), rows),
+            )
+        )
     out.print(f"results: {config.out}/results.csv")
+
+
+def print_tasks(tasks: list[Any], as_json: bool) -> None:
+    """``vaebench tasks``: each protocol, what it fixes, its files and reference figures."""
+    if as_json:
+        print(json.dumps([task.to_dict() for task in tasks], indent=2))
+        return
+    rows = [
+        [
+            task.id,
+            task.description,
+            ", ".join(f"{k}={_text(v)}" for k, v in task.protocol.items()),
+            ", ".join(task.files.values()),
+            str(len(task.references)),
+        ]
+        for task in tasks
+    ]
+    headers = ["task", "description", "protocol", "files (in --data-root)", "references"]
+    stdout().print(plain_table("Benchmark tasks (vaebench run --task NAME)", headers, rows))
 
 
 def print_plugins(rows: list[dict[str, str]], as_json: bool) -> None:

@@ -25,25 +25,34 @@ def plain(text: object) -> str:
 
 
 HISTORY_TERMS = (
-    ("loss", "training loss (negative ELBO for vae)"),
-    ("recon", "reconstruction NLL"),
-    ("kl", "KL"),
+    ("loss", "loss: train (solid), validation -ELBO (dashed)"),
+    ("recon", "reconstruction NLL (train)"),
+    ("kl", "KL (train)"),
 )
+VALID_TERMS = ("valid_neg_elbo", "valid_loss")  # the first present is drawn beside the loss
 
 
 def loss_curves(histories: dict[str, list[dict[str, float]]]) -> Figure:
-    """Per-epoch train-set terms, one line per model (label -> epochs)."""
+    """Per-epoch train-set terms, one colour per model (label -> epochs); the loss panel adds
+    the validation figure early stopping reads, dashed, with its best epoch circled."""
     fig, axes = _subplots(1, 3, figsize=(13, 3.6))
     for ax, (key, title) in zip(axes, HISTORY_TERMS, strict=True):
         for label, epochs in histories.items():
-            if epochs:
-                ax.plot(
-                    [e["epoch"] for e in epochs],
-                    [e.get(key, math.nan) for e in epochs],
-                    label=plain(label),
-                    marker=".",
-                )
-        ax.set_title(title)
+            if not epochs:
+                continue
+            x = [e["epoch"] for e in epochs]
+            (line,) = ax.plot(
+                x, [e.get(key, math.nan) for e in epochs], label=plain(label), marker="."
+            )
+            valid = next((k for k in VALID_TERMS if k in epochs[0]), None)
+            if key == "loss" and valid is not None:
+                values = [e.get(valid, math.nan) for e in epochs]
+                ax.plot(x, values, linestyle="--", color=line.get_color())
+                finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+                if finite:
+                    best, at = min(finite)
+                    ax.plot([x[at]], [best], marker="o", fillstyle="none", color=line.get_color())
+        ax.set_title(title, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per example")
         ax.grid(alpha=0.3)

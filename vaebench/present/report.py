@@ -20,6 +20,7 @@ from vaebench.present.render import Plot, Section, Table, write_report
 from vaebench.present.sweep_report import is_sweep, sweep_sections
 from vaebench.registry import Registry
 from vaebench.schema import SPEEDS, Column, column, columns_of, metric_columns, row_label
+from vaebench.tasks import LITERATURE_HEADERS, literature_rows, references_of
 
 
 def combined(runs: list[Run]) -> pd.DataFrame:
@@ -116,7 +117,8 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 Plot(
                     "training_curves",
                     figures.loss_curves(_histories(runs)),
-                    "Per-epoch train-set means",
+                    "Per-epoch train-set means; dashed: the validation figure early stopping "
+                    "reads (its best epoch circled, the weights evaluated)",
                 )
             ],
         ),
@@ -142,6 +144,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 )
             ],
         ),
+        *_literature_sections(runs),
         _kl_section(finished),
     ]
     sections += _picture_sections(runs, frame, registry)
@@ -174,6 +177,32 @@ def _family_section(frame: pd.DataFrame) -> Section:
             )
         )
     return section
+
+
+def _literature_sections(runs: list[Run]) -> list[Section]:
+    """Each task run's published reference figures beside its own, labelled as literature."""
+    sections = []
+    for run in runs:
+        if not run.task:
+            continue
+        refs = references_of(run.task, str(run.path / "task.json"))
+        if not refs:
+            continue
+        rows = run.results.to_dict("records")
+        name = f"{run.task.get('name')}@{run.task.get('version')}"
+        sections.append(
+            Section(
+                f"literature-{run.name}",
+                f"Literature: {name}" + (f" ({run.name})" if len(runs) > 1 else ""),
+                [
+                    "Published figures of the task's protocol (as printed in the source named; "
+                    "architectures and training budgets differ), then this run's own on the "
+                    "same figure. A row's protocol column says if a setting was changed.",
+                    Table(list(LITERATURE_HEADERS), literature_rows(refs, rows)),
+                ],
+            )
+        )
+    return sections
 
 
 def _histories(runs: list[Run]) -> dict[str, list[dict[str, float]]]:
