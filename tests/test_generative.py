@@ -68,12 +68,14 @@ def test_blocked_mmd_equals_the_dense_definition_and_caps_its_points(monkeypatch
     torch.manual_seed(0)
     x, y = torch.randn(70, 3), torch.randn(50, 3) + 0.7  # unequal sizes: x and y not swappable
     monkeypatch.setattr(generative, "MMD_BLOCK", 16)  # several blocks, a short last one
-    assert mmd(x, y) == pytest.approx(dense_mmd(x, y), rel=1e-9)
+    # Kernel values are float32 (summed in float64): agreement to ~1e-8, not to float64's 1e-15;
+    # a dropped block or a doubled row is off by percents.
+    assert mmd(x, y) == pytest.approx(dense_mmd(x, y), rel=1e-6)
     monkeypatch.setattr(generative, "MMD_MAX_POINTS", 40)
     generator = torch.Generator().manual_seed(0)
     sub_x = x[torch.randperm(70, generator=generator)[:40]]
     sub_y = y[torch.randperm(50, generator=generator)[:40]]
-    assert mmd(x, y) == pytest.approx(dense_mmd(sub_x, sub_y), rel=1e-9)
+    assert mmd(x, y) == pytest.approx(dense_mmd(sub_x, sub_y), rel=1e-6)
 
 
 def test_interpolation_of_a_linear_decoder_is_perfectly_smooth():

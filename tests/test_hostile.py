@@ -435,6 +435,12 @@ def make_lying_file(kind: str, root: Path) -> tuple[Path, str]:
             archive.writestr("x_test.npy", _npy(x_test))
     elif kind == "npz-single-example":
         np.savez(npz, x=_images(1))
+    elif kind == "npz-empty-valid":
+        np.savez(npz, x_train=x_train, x_valid=_images(0), x_test=x_test)
+        return npz, "x_valid"
+    elif kind == "npz-valid-shape":
+        np.savez(npz, x_train=x_train, x_valid=_images(4)[:, :, :5], x_test=x_test)
+        return npz, "valid"
     else:  # an IDX folder
         folder = root / kind
         folder.mkdir()
@@ -465,6 +471,8 @@ LYING_FILES = [
     "npz-huge-labels",
     "npz-terabyte-header",
     "npz-single-example",
+    "npz-empty-valid",
+    "npz-valid-shape",
     "idx-huge-header",
     "idx-corrupt-gzip",
     "idx-label-count",
@@ -568,6 +576,124 @@ class TestMisbehavingPlugins:
         for builtin in ("mlp", "conv", "normal", "digits", "synthetic", "local"):
             assert builtin in done.stdout, show(done)
         assert "rogue" not in done.stdout.replace("vaebench-rogue", ""), "half-registered plugin"
+
+
+# -- 7b. protocol: tasks, splits, layout and binarization ------------------------------------
+
+
+def _amat(path: Path, rows: int, width: int = 784) -> None:
+    rng = np.random.default_rng(0)
+    path.write_text(
+        "".join(" ".join(map(str, r)) + "\n" for r in rng.integers(0, 2, (rows, width)))
+    )
+
+
+def _static_mnist(root: Path) -> Path:
+    for split, n in (("train", 8), ("valid", 4), ("test", 4)):
+        _amat(root / f"binarized_mnist_{split}.amat", n)
+    return root
+
+
+class TestProtocolInput:
+    """--task, --data-root, -D layout, --binarize and hold-outs given nonsense."""
+
+    def test_task_data_root_without_the_files(self, tmp_path):
+        (tmp_path / "unrelated.txt").write_text("keep me")
+        before = snapshot(tmp_path)
+        done = run_limited("run", "--task", "static-mnist", "--data-root", str(tmp_path), "-q")
+        assert_refused(done, "binarized_mnist_train.amat", "larocheh", "never downloads")
+        assert_kept(before, tmp_path)
+
+    def test_task_data_root_is_a_file(self, tmp_path):
+        root = tmp_path / "root.txt"
+        root.write_text("not a folder")
+        done = run_limited("run", "--task", "omniglot", "--data-root", str(root), "-q")
+        assert_refused(done, "chardata.mat", str(root))
+
+    def test_task_file_with_a_broken_line(self, tmp_path):
+        _static_mnist(tmp_path)
+        bad = tmp_path / "binarized_mnist_valid.amat"
+        lines = bad.read_text().splitlines()
+        lines[2] = lines[2][:-2]  # 783 values
+        bad.write_text("\n".join(lines) + "\n")
+        done = run_limited(
+            "run", "--task", "static-mnist", "--data-root", str(tmp_path), *FAST_FILE_CLI,
+            "--out", str(tmp_path / "run"), "-q",
+        )  # fmt: skip
+        assert_refused(done, str(bad), "3")
+        assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize(
+        "args, needle",
+        [
+            (["--task", "static-mnist!"], "unknown task 'static-mnist!'"),
+            (["--task", "static-mnist", "--dataset", "digits"], "drop --dataset"),
+            (["--task", "static-mnist", "-D", "layout=nhwc"], "drop --dataset-option"),
+            (["--patience", "-1"], "--patience"),
+            (["--valid-fraction", "1"], "--valid-fraction"),
+            (["--binarize", "sometimes"], "--binarize"),
+        ],
+    )
+    def test_bad_protocol_flags(self, tmp_path, args, needle):
+        done = run_limited("run", *args, "--data-root", str(tmp_path), "-q")
+        assert_refused(done, needle)
+
+    @pytest.mark.parametrize(
+        "kind, args, needle",
+        [
+            ("rgb", ["-D", "layout=sideways"], "layout"),
+            ("rgb", ["-D", "n_train=3"], "-D n_train"),
+            ("real", ["--binarize", "static"], "--binarize static"),
+            ("two", [], "cannot hold out"),
+        ],
+    )
+    def test_bad_data_for_the_protocol(self, tmp_path, kind, args, needle):
+        data = tmp_path / f"{kind}.npz"
+        rng = np.random.default_rng(0)
+        if kind == "rgb":
+            np.savez(data, x_train=rng.random((8, 4, 4, 3)), x_test=rng.random((4, 4, 4, 3)))
+        elif kind == "real":
+            np.savez(data, x_train=rng.normal(size=(8, 5)), x_test=rng.normal(size=(4, 5)))
+        else:
+            np.savez(data, x_train=rng.random((2, 5)), x_test=rng.random((4, 5)))
+        before = snapshot(tmp_path)
+        done = run_limited(
+            "run", "--dataset", str(data), *args, *FAST_FILE_CLI,
+            "--out", str(tmp_path / "run"), "-q",
+        )  # fmt: skip
+        assert_refused(done, needle)
+        assert_kept(before, tmp_path)
+
+    @pytest.mark.parametrize(
+        "task",
+        [
+            {"references": "not a list"},
+            {"references": [{"model": "x"}]},
+            {
+                "references": [
+                    {"model": "x", "architecture": "", "metric": "fid", "value": 1, "source": ""}
+                ]
+            },
+            {
+                "references": [
+                    {
+                        "model": "x",
+                        "architecture": "",
+                        "metric": "bpd",
+                        "value": "2.9",
+                        "source": "",
+                    }
+                ]
+            },
+        ],
+        ids=["not-a-list", "missing-fields", "unknown-metric", "text-value"],
+    )
+    def test_report_on_a_run_with_a_damaged_task_file(self, run_copy, task):
+        (run_copy / "task.json").write_text(json.dumps(task))
+        before = snapshot(run_copy)
+        done = run_cli("report", str(run_copy))
+        assert_refused(done, str(run_copy / "task.json"))
+        assert_kept(before, run_copy)
 
 
 # -- 8. damaged folders ------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from vaebench.io import load_run
 from vaebench.schema import IDENTITY, MISSING, SPEEDS, column, is_missing, row_label
 
 NLL_KEYS = ("iw_nll", "neg_elbo")  # the first one present is compared
-MUST_MATCH = ("dataset", "likelihood")  # NLLs compare only on the same data and likelihood
+# NLLs compare only on the same data (bytes and binarization), likelihood and K
+MUST_MATCH = ("dataset", "data_sha256", "binarize", "likelihood", "iw_samples")
 
 
 @dataclass

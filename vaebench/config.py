@@ -60,7 +60,7 @@ class RunConfig:
     task: str | None = option(None, "a versioned benchmark task (see vaebench tasks): its data, splits and protocol; other flags override its settings and the row says so")
     data_root: str | None = option(None, f"folder holding the task's data files (default: ${DATA_ENV})")
     dataset: str = option("digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files")
-    dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256; files take -D layout=nhwc|nchw", flag="dataset-option", short="-D")
+    dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256; files take -D layout=nhwc or nchw", flag="dataset-option", short="-D")
     valid_fraction: float = option(0.1, "share of the training split held out for validation when the data has no validation split", low=0, above=True, below=1)
     binarize: str = option("none", "Bernoulli-sample data in [0, 1]: static (once), dynamic (each training batch afresh; validation and test once, fixed seed)", choices=BINARIZE)
     likelihood: str = option("auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian")

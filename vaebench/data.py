@@ -36,7 +36,7 @@ class Dataset:
     the default likelihood is Gaussian). A loader without a validation split leaves
     ``x_valid`` empty; ``with_validation`` then holds one out of the training split. ``files``
     lists every file read, so a run can record their digests; ``layout`` says how 4-D arrays
-    were read (``nchw`` or ``nhwc``; ``flat``/``grey`` for other shapes).
+    were read (``nchw``, ``nhwc`` converted, or ``flat``).
     """
 
     name: str
@@ -73,7 +73,7 @@ class Dataset:
                     f"{self.name}: y_{split} has {y.shape[0]} labels for {x.shape[0]} examples"
                 )
         if not self.layout:
-            self.layout = {2: "flat", 3: "grey"}.get(self.x_train.ndim, "nchw")
+            self.layout = "flat" if self.x_train.ndim == 2 else "nchw"
 
     @property
     def input_shape(self) -> tuple[int, ...]:

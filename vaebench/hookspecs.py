@@ -98,7 +98,10 @@ def vaebench_register_models(register: Register) -> None:
     ``corruption``, ``sparsity`` and ``iwae_samples`` (accept ``**options``). The objective has
     ``variational: bool`` (True when q(z|x) is a distribution, so ELBO metrics apply) and
     ``loss(model, x, step) -> (scalar loss, {"recon": (B,), "kl": (B,) or absent})`` where
-    ``model`` is a ``vaebench.model.VAE`` and ``step`` counts optimizer steps from 0.
+    ``model`` is a ``vaebench.model.VAE`` and ``step`` counts optimizer steps from 0. The
+    terms are unweighted: for a variational objective returning both, ``recon + kl`` is the
+    per-example negative ELBO (what validation and early stopping read; without them the
+    model's own ``loss_terms`` is evaluated).
     """
 
 

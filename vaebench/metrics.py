@@ -7,6 +7,7 @@ the runner, the tests and the report share one definition of every number.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from vaebench.model import VAE
 ACTIVE_UNIT_THRESHOLD = 0.01
 IW_BUDGET = 2**24  # decoder-output values per chunk of the IW bound, whatever K
 IW_MAX_DECODES = 16384  # and decoder calls per chunk (the networks' activations scale with it)
+PROBE_MAX_TRAIN = 10_000  # training codes the linear probe fits on (a fixed-seed subsample)
 
 
 def _batches(x: torch.Tensor, batch_size: int):
@@ -24,9 +26,17 @@ def _batches(x: torch.Tensor, batch_size: int):
         yield x[start : start + batch_size]
 
 
+def decode_batch(model: VAE, x: torch.Tensor, most: int = 512) -> int:
+    """Examples per evaluation forward: at most ``most``, and at most ``IW_BUDGET`` decoder
+    outputs (a 256-bin categorical on 28x28 images would otherwise hold 512 x 256 x 784
+    floats, 400 MB, per batch)."""
+    values = math.prod(getattr(model, "param_shape", None) or x.shape[1:])
+    return max(1, min(most, IW_BUDGET // values))
+
+
 @torch.no_grad()
 def elbo_terms(
-    model: VAE, x: torch.Tensor, batch_size: int = 512
+    model: VAE, x: torch.Tensor, batch_size: int | None = None
 ) -> dict[str, float | list[float]]:
     """Negative ELBO, reconstruction NLL and KL (mean per example), plus KL per latent dimension.
 
@@ -35,7 +45,7 @@ def elbo_terms(
     """
     recon_sum = kl_sum = 0.0
     kl_dims = torch.zeros(model.latent_dim, dtype=torch.float64)
-    for xb in _batches(x, batch_size):
+    for xb in _batches(x, batch_size or decode_batch(model, x)):
         terms = model.loss_terms(xb)
         recon_sum += terms.recon.double().sum().item()
         kl_sum += terms.kl.double().sum().item()
@@ -51,13 +61,19 @@ def elbo_terms(
 
 
 @torch.no_grad()
-def iw_nll(model: VAE, x: torch.Tensor, samples: int) -> float:
+def iw_nll(
+    model: VAE,
+    x: torch.Tensor,
+    samples: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> float:
     """Importance-weighted NLL estimate, -log (1/K) sum_k w_k (Burda et al., 2016), mean per example.
 
     With K = 1 it is the one-sample Monte Carlo negative ELBO; it tightens as K grows. Memory
     is bounded by ``IW_BUDGET`` decoder outputs whatever K (5000 as in the IWAE and VampPrior
     papers, or more): examples go in batches and samples in chunks, combined by a running
-    log-sum-exp. Time is O(n K) decoder calls, the cost of the estimator itself.
+    log-sum-exp. Time is O(n K) decoder calls, the cost of the estimator itself;
+    ``on_batch(examples)`` is told after each batch of examples (a progress bar).
     """
     values = math.prod(model.param_shape or x.shape[1:])
     decodes = max(1, min(IW_MAX_DECODES, IW_BUDGET // values))
@@ -70,14 +86,16 @@ def iw_nll(model: VAE, x: torch.Tensor, samples: int) -> float:
             log_w = model.log_importance_weights(xb, min(chunk, samples - start)).double()
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
         total += -(running - math.log(samples)).sum().item()
+        if on_batch is not None:
+            on_batch(xb.shape[0])
     return total / x.shape[0]
 
 
 @torch.no_grad()
-def deterministic_recon_nll(model: VAE, x: torch.Tensor, batch_size: int = 512) -> float:
+def deterministic_recon_nll(model: VAE, x: torch.Tensor, batch_size: int | None = None) -> float:
     """-log p(x | z = E_q[z]) per example: the autoencoders' reconstruction term."""
     total = 0.0
-    for xb in _batches(x, batch_size):
+    for xb in _batches(x, batch_size or decode_batch(model, x)):
         mu, _ = model.encode(xb)
         total += -model.likelihood.log_prob(model.decode(mu), xb).double().sum().item()
     return total / x.shape[0]
@@ -106,11 +124,19 @@ def active_units(means: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) 
 def probe_accuracy(
     train_means: torch.Tensor, y_train: torch.Tensor, test_means: torch.Tensor, y_test: torch.Tensor
 ) -> float:
-    """Test accuracy of a logistic-regression probe fit on the training posterior means."""
+    """Test accuracy of a logistic-regression probe fit on the training posterior means.
+
+    The fit sees at most ``PROBE_MAX_TRAIN`` training codes (a fixed-seed subsample), so its
+    cost stays bounded as the training split grows to 60,000; scoring is O(n_test).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if train_means.shape[0] > PROBE_MAX_TRAIN:
+        pick = torch.randperm(train_means.shape[0], generator=torch.Generator().manual_seed(0))
+        pick = pick[:PROBE_MAX_TRAIN]
+        train_means, y_train = train_means[pick], y_train[pick]
     if len(np.unique(y_train.numpy())) < 2:
         return float("nan")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))

@@ -57,10 +57,11 @@ EXAMPLES_FOR_PRIORS = 512  # training inputs offered to priors that start from d
 class Reporter:
     """What the runner tells the user interface (this one stays silent; the CLI draws bars)."""
 
-    def training(self, label: str, total_steps: int) -> AbstractContextManager[Any]:
+    def progress(self, description: str, total: int) -> AbstractContextManager[Any]:
+        """A bar for ``total`` units of work (training steps, examples of the IW-NLL)."""
         return nullcontext()
 
-    def step(self) -> None:
+    def advance(self, amount: int = 1) -> None:
         pass
 
     def finished(self, row: dict[str, Any]) -> None:
@@ -317,7 +318,8 @@ def run_one(
         ).to(context.device)
         row["parameters"] = sum(p.numel() for p in model.parameters())
         row.update(untrained(model, objective, context.x_test))
-        with reporter.training(row_label(row), config.epochs * context.steps_per_epoch):
+        total_steps = config.epochs * context.steps_per_epoch
+        with reporter.progress(f"training {row_label(row)}", total_steps):
             outcome = train(
                 model,
                 context.x_train,
@@ -329,7 +331,7 @@ def run_one(
                 x_valid=context.x_valid,
                 patience=config.patience,
                 batch_transform=sample_binary if config.binarize == "dynamic" else None,
-                on_step=reporter.step,
+                on_step=reporter.advance,
             )
         history = outcome.history
         row["train_seconds"] = outcome.seconds
@@ -341,7 +343,7 @@ def run_one(
                 watched_key(objective)
             ]
         if not outcome.diverged:
-            row.update(evaluate(model, objective, context))
+            row.update(evaluate(model, objective, context, reporter))
             row.update(throughput(model, objective, context.timing_batch, config))
             path = out / "checkpoints" / f"{row_stem(row)}.pt"
             save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
@@ -393,8 +395,11 @@ def untrained(model: VAE, objective: Objective, x_test: torch.Tensor) -> dict[st
 
 
 @torch.no_grad()
-def evaluate(model: VAE, objective: Objective, context: RunContext) -> dict[str, Any]:
+def evaluate(
+    model: VAE, objective: Objective, context: RunContext, reporter: Reporter | None = None
+) -> dict[str, Any]:
     """Test-split metrics. ELBO columns only for the VAE family (AE rows leave them empty)."""
+    reporter = reporter or Reporter()
     config, dataset, classifier = context.config, context.dataset, context.classifier
     x_train, x_test = context.x_train, context.x_test
     model.eval()
@@ -406,7 +411,9 @@ def evaluate(model: VAE, objective: Objective, context: RunContext) -> dict[str,
     }
     if objective.variational:
         terms = metrics.elbo_terms(model, x_test)
-        iw = metrics.iw_nll(model, x_test, config.iw_samples)
+        label = f"IW-NLL, K={config.iw_samples}, test examples"
+        with reporter.progress(label, x_test.shape[0]):
+            iw = metrics.iw_nll(model, x_test, config.iw_samples, on_batch=reporter.advance)
         bits = math.prod(dataset.input_shape) * math.log(2)  # nats per example -> bits per value
         result.update(
             neg_elbo=terms["neg_elbo"],

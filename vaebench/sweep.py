@@ -104,7 +104,7 @@ def expand(spec: SweepSpec, registry: Registry) -> list[Cell]:
         axes = dict(zip(names, combo, strict=True))
         settings = checked({**spec.fixed, **axes}, spec.source)
         try:
-            RunConfig(**settings).resolve(registry)
+            RunConfig(**settings, given=sorted(settings)).resolve(registry)
         except ConfigError as exc:
             raise ConfigError(f"{spec.source}: cell {index} ({axes}): {exc}") from None
         slug = "_".join(f"{n}={_slug(v)}" for n, v in axes.items()) or "single"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vaebench.metrics import decode_batch
 from vaebench.model import VAE, Objective
 
 HISTORY_KEYS = ("loss", "recon", "kl")
-VALID_BATCH = 512  # examples per validation forward (no gradients: cheaper than a train step)
 VALID_SEED = 12345  # the same noise every epoch, so validation curves compare epochs, not draws
 
 
@@ -40,7 +40,9 @@ class TrainOutcome:
 
 
 @torch.no_grad()
-def validate(model: VAE, objective: Objective, x_valid: torch.Tensor, step: int) -> dict[str, float]:
+def validate(
+    model: VAE, objective: Objective, x_valid: torch.Tensor, step: int
+) -> dict[str, float]:
     """Validation means: the objective's loss and, for the VAE family, the negative ELBO.
 
     Runs in eval mode under a fixed seed (the caller's random state is left untouched).
@@ -49,14 +51,19 @@ def validate(model: VAE, objective: Objective, x_valid: torch.Tensor, step: int)
     model.eval()
     devices = [x_valid.device] if x_valid.device.type == "cuda" else []
     loss_sum = elbo_sum = 0.0
+    batch = decode_batch(model, x_valid)  # no gradients: larger than a training batch
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(VALID_SEED)
-        for start in range(0, x_valid.shape[0], VALID_BATCH):
-            xb = x_valid[start : start + VALID_BATCH]
-            loss, _ = objective.loss(model, xb, step)
+        for start in range(0, x_valid.shape[0], batch):
+            xb = x_valid[start : start + batch]
+            loss, terms = objective.loss(model, xb, step)
             loss_sum += loss.double().item() * xb.shape[0]
             if objective.variational:
-                elbo_sum += model.loss_terms(xb).neg_elbo.double().sum().item()
+                if "recon" in terms and "kl" in terms:  # the unweighted ELBO terms: reuse them
+                    neg_elbo = terms["recon"] + terms["kl"]
+                else:  # an objective with other terms (iwae): one more pass
+                    neg_elbo = model.loss_terms(xb).neg_elbo
+                elbo_sum += neg_elbo.double().sum().item()
     model.train(was_training)
     n = x_valid.shape[0]
     result = {"valid_loss": loss_sum / n}

@@ -30,7 +30,7 @@ class RichReporter:
         self._task: Any = None
 
     @contextmanager
-    def training(self, label: str, total_steps: int) -> Iterator[None]:
+    def progress(self, description: str, total: int) -> Iterator[None]:
         if self.quiet:
             yield
             return
@@ -44,15 +44,15 @@ class RichReporter:
         )
         with progress:
             self._progress = progress
-            self._task = progress.add_task(f"training {label}", total=total_steps)
+            self._task = progress.add_task(description, total=total)
             try:
                 yield
             finally:
                 self._progress = None
 
-    def step(self) -> None:
+    def advance(self, amount: int = 1) -> None:
         if self._progress is not None:
-            self._progress.advance(self._task)
+            self._progress.advance(self._task, amount)
 
     def finished(self, row: dict[str, Any]) -> None:
         line = f"{row_label(row)}: {row['status']}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaebench.config import DATA_ENV, RunConfig, checked
+from vaebench.config import DATA_ENV, RunConfig, checked, flag
 from vaebench.errors import ConfigError, DataError
 
 if sys.version_info >= (3, 11):
@@ -76,12 +76,15 @@ class Task:
         string naming every protocol setting the user changed."""
         clash = {"dataset", "dataset_options", "valid_fraction"} & set(config.given)
         if clash:
-            raise ConfigError(
-                f"--task {self.name} fixes its data and splits; drop --{sorted(clash)[0].replace('_', '-')}"
-            )
+            name = sorted(clash)[0]
+            raise ConfigError(f"--task {self.name} fixes its data and splits; drop {flag(name)}")
         settings = {**self.defaults, **self.protocol}
         chosen = {k: v for k, v in settings.items() if k not in config.given}
-        modified = [k for k in sorted(config.given) if k in self.protocol and getattr(config, k) != self.protocol[k]]
+        modified = [
+            k
+            for k in sorted(config.given)
+            if k in self.protocol and getattr(config, k) != self.protocol[k]
+        ]
         protocol = self.id + (f" (modified: {', '.join(modified)})" if modified else "")
         return dataclasses.replace(config, **chosen, dataset=self.name, protocol=protocol)
 
