@@ -61,6 +61,12 @@ def vaebench_register_executors(register):
 
 
 @hookimpl
+def vaebench_register_trackers(register):
+    register("mlflow", f"{P}.trackers:MLflowTracker")
+    register("tensorboard", f"{P}.trackers:TensorBoardTracker")
+
+
+@hookimpl
 def vaebench_register_tasks(register):
     from vaebench.tasks import builtin_factories
 

@@ -81,6 +81,8 @@ class RunConfig:
     kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
     timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
+    track: list[str] = option([], "experiment trackers to tell about each model: mlflow, tensorboard (or a plugin's); the run's files stay the source of truth")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: the folder ./mlruns) or TensorBoard log folder (default: OUT/tensorboard)")
     out: str | None = option(None, "output folder (default: a new runs/<timestamp>)", sweep=False)
     overwrite: bool = option(False, "replace the run already in --out (its files are deleted first)", sweep=False)
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
@@ -111,7 +113,11 @@ class RunConfig:
                     f"unknown plugin '{plugin}' (needs an encoder and a decoder of that name); "
                     f"available: {', '.join(families) or 'none'}"
                 )
-        for kind, names in (("prior", self.priors), ("model", self.models)):
+        for kind, names in (
+            ("prior", self.priors),
+            ("model", self.models),
+            ("tracker", self.track),
+        ):
             for name in names:
                 registry.get(kind, name)
         if self.likelihood != "auto":
@@ -349,7 +355,7 @@ def accepts(name: str) -> str:
 def _default(name: str) -> str:
     f = FIELDS[name]
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if value is None or value is False or value == {}:
+    if value is None or value is False or value in ({}, []):
         return "–"
     return ",".join(value) if isinstance(value, list) else str(value)
 

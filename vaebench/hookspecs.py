@@ -118,6 +118,20 @@ def vaebench_register_executors(register: Register) -> None:
 
 
 @hookspec
+def vaebench_register_trackers(register: Register) -> None:
+    """Register experiment trackers (``vaebench run --track NAME``).
+
+    ``factory(out: Path, uri: str | None) -> tracker``, called before training (import the
+    tracking library here: an ImportError becomes one line naming what to install). The
+    tracker offers ``start(name, settings)`` once per run, ``log_model(record)`` after each
+    model is trained, evaluated and timed (a ``vaebench.tracking.ModelRecord``: label,
+    settings, final metrics, per-epoch history, checkpoint, image views on demand) and
+    ``finish(artifacts)`` with the run's files. Any exception it raises is one warning and
+    the tracker is dropped; the run goes on.
+    """
+
+
+@hookspec
 def vaebench_register_tasks(register: Register) -> None:
     """Register versioned benchmark tasks (``vaebench run --task NAME``).
 

@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "model": "vaebench_register_models",
     "executor": "vaebench_register_executors",
     "task": "vaebench_register_tasks",
+    "tracker": "vaebench_register_trackers",
 }
 
 STRICT_ENV = "VAEBENCH_STRICT_PLUGINS"

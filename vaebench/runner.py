@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vaebench import metrics
-from vaebench.checkpoints import REPORT_EXAMPLES, save_checkpoint
+from vaebench.checkpoints import REPORT_EXAMPLES, model_views, save_checkpoint
 from vaebench.config import RunConfig, is_path
 from vaebench.data import Dataset, binarized, load_path, sample_binary, with_validation
 from vaebench.errors import ConfigError, DataError
@@ -46,8 +46,9 @@ from vaebench.model import (
     check_option_keys,
 )
 from vaebench.registry import Registry
-from vaebench.schema import row_label, row_stem
+from vaebench.schema import columns_of, metric_columns, row_label, row_stem
 from vaebench.timing import Timing, measure_model, measure_reparam_kl
+from vaebench.tracking import ModelRecord, Trackers
 from vaebench.train import train, watched_key
 
 MAX_TIMING_BATCH = 256
@@ -229,6 +230,7 @@ def run(
     """
     reporter = reporter or Reporter()
     check_new_run_dir(Path(config.out), overwrite=config.overwrite)
+    trackers = Trackers.build(config.track, registry, out=Path(config.out), uri=config.tracking_uri)
     try:  # bad data, options or sizes: nothing written yet
         context = RunContext.resolve(config, registry)
     except (MemoryError, RuntimeError) as exc:
@@ -251,6 +253,7 @@ def run(
         from vaebench.tasks import get_task
 
         write_json(out / "task.json", get_task(registry, config.task).to_dict())
+    trackers.start(out.name, config.to_dict())
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
     for name, objective, plugin, prior in context.grid():
@@ -261,7 +264,43 @@ def run(
         write_results(out, rows)
         write_json(out / "history.json", histories)
         reporter.finished(row)
+        trackers.log_model(model_record(row, history or [], out, registry))
+    if trackers.active:
+        finish_trackers(trackers, out, registry)
     return rows
+
+
+def model_record(
+    row: dict[str, Any], history: list[dict[str, float]], out: Path, registry: Registry
+) -> ModelRecord:
+    """What trackers are told about one finished model: read from its row, nothing else."""
+    checkpoint = out / row["checkpoint"] if row.get("checkpoint") else None
+    return ModelRecord(
+        label=row_label(row),
+        stem=row_stem(row),
+        status=row["status"],
+        settings={c.key: row[c.key] for g in ("identity", "setting") for c in columns_of(g, row)},
+        metrics={
+            c.key: float(row[c.key])
+            for c in metric_columns(row)
+            if isinstance(row[c.key], (int, float)) and math.isfinite(row[c.key])
+        },
+        history=history,
+        checkpoint=checkpoint,
+        views=None if checkpoint is None else lambda: model_views(registry, checkpoint),
+    )
+
+
+def finish_trackers(trackers: Trackers, out: Path, registry: Registry) -> None:
+    """The run's files (and its report, made now) handed to the trackers."""
+    from vaebench.present.report import make_report
+
+    try:
+        make_report([out], out / "report.html", registry)
+    except Exception as exc:  # the trackers get the files there are
+        trackers.warn(f"vaebench: warning: no report for the trackers ({_one_line(exc)})")
+    names = ("results.csv", "results.json", "config.json", "environment.json", "report.html")
+    trackers.finish([out / name for name in names])
 
 
 def run_one(
