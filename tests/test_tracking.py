@@ -35,13 +35,12 @@ def fast_config(tmp_path: Path, **settings) -> RunConfig:
     )
 
 
-def test_mlflow_holds_a_parent_run_and_one_nested_run_per_model(registry, tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = fast_config(
-        tmp_path, plugins=["mlp", "conv"], track=["mlflow"], tracking_uri=store
-    ).resolve(registry)
+def test_mlflow_holds_a_parent_run_and_one_nested_run_per_model(registry, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default store: ./mlruns (an SQLite file and artifacts)
+    config = fast_config(tmp_path, plugins=["mlp", "conv"], track=["mlflow"]).resolve(registry)
     rows = run(config, registry)
-    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    assert sorted(p.name for p in (tmp_path / "mlruns").iterdir()) == ["artifacts", "mlflow.db"]
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("vaebench")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="1.0",
         help="largest tolerated IW-NLL rise in nats (default: %(default)s)",
     )
+    compare.add_argument(
+        "--alpha",
+        default="0.05",
+        help="with several seeds per side, a change counts only at p < alpha (Welch's t-test; "
+        "default: %(default)s)",
+    )
     return parser
 
 
@@ -234,13 +240,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--max-nll-increase: expected a number >= 0, got '{args.max_nll_increase}'"
         )
+    try:
+        alpha = float(args.alpha)
+    except ValueError:
+        alpha = math.nan
+    if not 0 < alpha < 1:
+        raise ConfigError(f"--alpha: expected a number between 0 and 1, got '{args.alpha}'")
     result = compare_runs(
         args.base,
         args.new,
         max_slowdown=parse_fraction(args.max_slowdown),
         max_nll_increase=max_nll,
+        alpha=alpha,
     )
-    thresholds = f"slowdown {args.max_slowdown}, NLL +{max_nll} nats"
+    thresholds = f"slowdown {args.max_slowdown}, NLL +{max_nll} nats, alpha {alpha:g}"
     print_comparison(result, f"{args.base} -> {args.new}", thresholds)
     return 1 if result.regressions else 0
 

@@ -1,8 +1,12 @@
-"""Run-to-run comparison for CI: per-model deltas, and whether any model regressed.
+"""Run-to-run comparison for CI: per-model differences, and whether any model regressed.
 
 A model regressed when its IW-NLL (or negative ELBO, where IW-NLL is missing) rose by more
 than ``max_nll_increase`` nats, any of its headline throughputs (the schema's throughput
-columns) fell by more than ``max_slowdown``, or it finished in the base run but not in the new one.
+columns) fell by more than ``max_slowdown``, or it finished in the base run but not in the
+new one. With several seeds on both sides (``vaebench run --seeds``, or a sweep's seed axis)
+a change counts only when it is also significant: Welch's t-test of the seeds, p < ``alpha``;
+the table gives the difference of means with its 95% interval and p. With one seed on a side
+there are no error bars, and the thresholds alone decide, as the table says.
 """
 
 from __future__ import annotations
@@ -10,16 +14,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from vaebench.errors import VaebenchError
-from vaebench.io import load_run
-from vaebench.schema import IDENTITY, MISSING, SPEEDS, column, is_missing, row_label
+from vaebench.io import load_run, read_json
+from vaebench.schema import MISSING, SPEEDS, column, is_missing
+from vaebench.seeds import Difference, by_model, difference, values
 
 NLL_KEYS = ("iw_nll", "neg_elbo")  # the first one present is compared
 # NLLs compare only on the same data (bytes and binarization), likelihood and K
 MUST_MATCH = ("dataset", "data_sha256", "binarize", "likelihood", "iw_samples")
+NO_ERROR_BARS = "one seed on a side: no error bars, thresholds alone"
+SEEDLESS_AXES = {"axis.seed", "axis.plugins", "axis.priors", "axis.models"}  # in the label
 
 
 @dataclass
@@ -28,6 +36,7 @@ class Comparison:
     regressions: list[str] = field(default_factory=list)
     only_in_base: list[str] = field(default_factory=list)
     only_in_new: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def parse_fraction(text: str) -> float:
@@ -43,73 +52,112 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def _number(value) -> float:
-    return math.nan if is_missing(value) else float(value)
-
-
-def _nll(row: pd.Series, side: str) -> tuple[str, float]:
-    for key in NLL_KEYS:
-        value = _number(row.get(f"{key}_{side}"))
-        if not math.isnan(value):
-            return key, value
-    return NLL_KEYS[0], math.nan
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """A run folder's rows, or every cell's rows of a sweep folder (``sweep.json`` beside)."""
+    if (path / "sweep.json").is_file() and (path / "sweep.csv").is_file():
+        read_json(path / "sweep.json")
+        try:
+            frame = pd.read_csv(path / "sweep.csv")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise VaebenchError(f"{path / 'sweep.csv'}: unreadable ({exc})") from None
+        rows = frame.to_dict("records")
+        # A sweep's other axes (latent_dim=8, ...) tell its groups apart: they join the name.
+        axes = [c for c in frame.columns if c.startswith("axis.") and c not in SEEDLESS_AXES]
+        for row in rows:
+            extra = " ".join(f"{a.removeprefix('axis.')}={row[a]}" for a in axes)
+            if extra:
+                row["model"] = f"{row['model']} [{extra}]"
+        return rows
+    return load_run(path).results.to_dict("records")
 
 
 def _fmt(value: float, spec: str) -> str:
     return MISSING if math.isnan(value) else format(value, spec)
 
 
+def _interval(diff: Difference, spec: str) -> str:
+    if math.isnan(diff.delta):
+        return MISSING
+    if not diff.has_error_bars:
+        return _fmt(diff.delta, spec)
+    return f"{diff.delta:{spec}} [{diff.low:{spec}}, {diff.high:{spec}}]"
+
+
+def _significant(diff: Difference, alpha: float) -> bool:
+    """Beyond noise: always true without error bars (the thresholds decide alone)."""
+    return not diff.has_error_bars or diff.p < alpha
+
+
+def _check_comparable(name: str, base: list[dict], new: list[dict]) -> None:
+    for key in MUST_MATCH:
+        seen = {str(r.get(key)) for r in (*base, *new) if not is_missing(r.get(key))}
+        if len(seen) > 1:
+            raise VaebenchError(
+                f"{name}: {key} differs ({' vs '.join(sorted(seen))}); NLLs are not comparable"
+            )
+
+
 def compare_runs(
-    base_dir: Path, new_dir: Path, *, max_slowdown: float, max_nll_increase: float
+    base_dir: Path,
+    new_dir: Path,
+    *,
+    max_slowdown: float,
+    max_nll_increase: float,
+    alpha: float = 0.05,
 ) -> Comparison:
-    base, new = load_run(base_dir).results, load_run(new_dir).results
-    merged = base.merge(
-        new, on=list(IDENTITY), how="outer", suffixes=("_base", "_new"), indicator=True
-    )
-    labels = [row_label(row) for _, row in merged.iterrows()]
-    only_base = [
-        label for label, m in zip(labels, merged["_merge"], strict=True) if m == "left_only"
-    ]
-    only_new = [
-        label for label, m in zip(labels, merged["_merge"], strict=True) if m == "right_only"
-    ]
-    both = merged[merged["_merge"] == "both"]
-    if both.empty:
+    """Each model of both runs (all its seeds), compared on its NLL and throughputs."""
+    base, new = by_model(load_rows(base_dir)), by_model(load_rows(new_dir))
+    label = {key: f"{key[0]}:{key[1]}/{key[2]}" for key in (*base, *new)}
+    only_base = [label[k] for k in base if k not in new]
+    only_new = [label[k] for k in new if k not in base]
+    both = [k for k in base if k in new]
+    if not both:
         raise VaebenchError(
             f"{base_dir} and {new_dir} have no model (model:plugin/prior) in common; nothing to compare"
         )
-    records, regressions = [], []
-    for _, row in both.iterrows():
-        name = row_label(row)
-        for key in MUST_MATCH:
-            a, b = row.get(f"{key}_base"), row.get(f"{key}_new")
-            if not is_missing(a) and not is_missing(b) and a != b:
-                raise VaebenchError(f"{name}: {key} differs ({a} vs {b}); NLLs are not comparable")
+    records, regressions, thin = [], [], False
+    for key in both:
+        name, rows_base, rows_new = label[key], base[key], new[key]
+        _check_comparable(name, rows_base, rows_new)
         reasons = []
-        if row["status_base"] == "ok" and row["status_new"] != "ok":
-            reasons.append(f"now {row['status_new']}")
-        key, nll_base = _nll(row, "base")
-        nll_new = _number(row.get(f"{key}_new"))
-        delta = nll_new - nll_base
-        if delta > max_nll_increase:
-            reasons.append(f"{column(key).header} +{delta:.3f} nats")
+        done_base = sum(r.get("status") == "ok" for r in rows_base)
+        done_new = sum(r.get("status") == "ok" for r in rows_new)
+        if done_new < len(rows_new) and done_base == len(rows_base):
+            failed = next(r["status"] for r in rows_new if r.get("status") != "ok")
+            reasons.append(f"now {failed}")
+        nll = next((k for k in NLL_KEYS if values(rows_base, k)), NLL_KEYS[0])
+        diff = difference(values(rows_base, nll), values(rows_new, nll))
+        thin |= not diff.has_error_bars
+        if diff.delta > max_nll_increase and _significant(diff, alpha):
+            reasons.append(f"{column(nll).header} +{diff.delta:.3f} nats")
         record = {
             "model": name,
-            "status base -> new": f"{row['status_base']} -> {row['status_new']}",
-            "NLL": column(key).header,
-            "base": _fmt(nll_base, ".2f"),
-            "new": _fmt(nll_new, ".2f"),
-            "delta": _fmt(delta, "+.3f"),
+            "seeds base/new": f"{len(rows_base)}/{len(rows_new)}",
+            "finished base -> new": f"{done_base}/{len(rows_base)} -> {done_new}/{len(rows_new)}",
+            "NLL": column(nll).header,
+            "base": _fmt(statistics_mean(values(rows_base, nll)), ".2f"),
+            "new": _fmt(statistics_mean(values(rows_new, nll)), ".2f"),
+            "delta [95% CI]": _interval(diff, "+.3f"),
+            "p": _fmt(diff.p, ".3g"),
         }
         for speed in SPEEDS:
-            a, b = _number(row.get(f"{speed}_base")), _number(row.get(f"{speed}_new"))
-            change = b / a - 1 if a > 0 else math.nan
+            a, b = values(rows_base, speed), values(rows_new, speed)
+            mean_a = statistics_mean(a)
+            change = statistics_mean(b) / mean_a - 1 if mean_a > 0 else math.nan
+            speed_diff = difference(a, b)
             header = column(speed).header
             record[f"{header} change"] = _fmt(change, "+.1%")
-            if change < -max_slowdown:
+            if speed_diff.has_error_bars:
+                record[f"{header} p"] = _fmt(speed_diff.p, ".3g")
+            if change < -max_slowdown and _significant(speed_diff, alpha):
                 reasons.append(f"{header} {change:+.1%}")
         record["verdict"] = "; ".join(reasons) or "ok"
         if reasons:
             regressions.append(f"{name}: {record['verdict']}")
         records.append(record)
-    return Comparison(pd.DataFrame(records), regressions, only_base, only_new)
+    notes = [NO_ERROR_BARS] if thin else []
+    return Comparison(pd.DataFrame(records), regressions, only_base, only_new, notes)
+
+
+def statistics_mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan

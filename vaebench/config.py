@@ -77,6 +77,7 @@ class RunConfig:
     batch_size: int = option(64, "training batch size", low=1)
     lr: float = option(2e-3, "Adam learning rate", low=0, above=True)
     seed: int = option(0, "random seed", low=0)
+    seeds: list[int] = option([], "run every model once per seed (a row each; tables show mean ± std, compare tests significance); replaces --seed", aliases=("seed_list",))
     device: str = option("auto", "where to run", choices=DEVICES)
     kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
@@ -89,6 +90,10 @@ class RunConfig:
     given: list[str] = option([], "the settings chosen by the user (flags or sweep keys), not by defaults or a task", internal=True)
     protocol: str | None = option(None, "the task and version run, and which of its protocol settings were changed", internal=True)
     # fmt: on
+
+    def seed_list(self) -> list[int]:
+        """The seeds every model runs with: ``--seeds``, else ``--seed``."""
+        return list(self.seeds) or [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,6 +222,8 @@ def check(name: str, value: Any) -> Any:
     elif kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")
+    elif kind == list[int]:
+        value = _seeds(value)
     elif kind == list[str]:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
@@ -234,6 +241,24 @@ def check(name: str, value: Any) -> Any:
     if spec.choices is not None and value not in spec.choices:
         raise ValueError(f"'{value}' is not one of: {', '.join(spec.choices)}")
     return value
+
+
+def _seeds(value: Any) -> list[int]:
+    """Whole numbers >= 0 from ``"0,1,2"`` or a list, duplicates dropped, order kept."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"expected whole numbers >= 0, comma-separated, got {value!r}")
+    seeds = []
+    for item in items:
+        text = item.strip() if isinstance(item, str) else item
+        if isinstance(text, str) and text.isdigit():
+            text = int(text)
+        if isinstance(text, bool) or not isinstance(text, int) or text < 0:
+            raise ValueError(f"expected whole numbers >= 0, comma-separated, got {item!r}")
+        seeds.append(text)
+    if not seeds:
+        raise ValueError("needs at least one seed")
+    return list(dict.fromkeys(seeds))
 
 
 def from_text(name: str, text: Any) -> Any:
@@ -347,6 +372,7 @@ def accepts(name: str) -> str:
         return f"{what} " + ", ".join(b for b in (low, high) if b)
     return {
         list[str]: "names, comma-separated",
+        list[int]: "whole numbers, comma-separated",
         dict[str, Any]: "KEY=VALUE, repeatable",
         bool: "flag",
     }.get(kind, "text")

@@ -198,6 +198,11 @@ class RunContext:
             data_digests(dataset),
         )
 
+    @property
+    def seeded(self) -> bool:
+        """Several seeds: labels and file names carry the seed."""
+        return len(self.config.seed_list()) > 1
+
     def objective_options(self) -> dict[str, Any]:
         config = self.config
         return {
@@ -256,28 +261,34 @@ def run(
     trackers.start(out.name, config.to_dict())
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
-    for name, objective, plugin, prior in context.grid():
-        row, history = run_one(context, name, objective, plugin, prior, reporter)
-        rows.append(row)
-        if history is not None:
-            histories[row_label(row)] = history
-        write_results(out, rows)
-        write_json(out / "history.json", histories)
-        reporter.finished(row)
-        trackers.log_model(model_record(row, history or [], out, registry))
+    for seed in config.seed_list():
+        for name, objective, plugin, prior in context.grid():
+            row, history = run_one(context, name, objective, plugin, prior, reporter, seed)
+            rows.append(row)
+            if history is not None:
+                histories[row_label(row, context.seeded)] = history
+            write_results(out, rows)
+            write_json(out / "history.json", histories)
+            reporter.finished(row)
+            record = model_record(row, history or [], out, registry, context.seeded)
+            trackers.log_model(record)
     if trackers.active:
         finish_trackers(trackers, out, registry)
     return rows
 
 
 def model_record(
-    row: dict[str, Any], history: list[dict[str, float]], out: Path, registry: Registry
+    row: dict[str, Any],
+    history: list[dict[str, float]],
+    out: Path,
+    registry: Registry,
+    seeded: bool = False,
 ) -> ModelRecord:
     """What trackers are told about one finished model: read from its row, nothing else."""
     checkpoint = out / row["checkpoint"] if row.get("checkpoint") else None
     return ModelRecord(
-        label=row_label(row),
-        stem=row_stem(row),
+        label=row_label(row, seeded),
+        stem=row_stem(row, seeded),
         status=row["status"],
         settings={c.key: row[c.key] for g in ("identity", "setting") for c in columns_of(g, row)},
         metrics={
@@ -310,6 +321,7 @@ def run_one(
     plugin: str,
     prior: str,
     reporter: Reporter,
+    seed: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """Build, train, evaluate, time and save one model; a failure stays in its own row.
 
@@ -317,6 +329,7 @@ def run_one(
     ``errors/<model>.txt``; the other models still run.
     """
     config, out = context.config, context.out
+    seed = config.seed if seed is None else seed
     row: dict[str, Any] = {
         "model": name,
         "plugin": plugin,
@@ -328,7 +341,7 @@ def run_one(
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.lr,
-        "seed": config.seed,
+        "seed": seed,
         "device": config.device,
         "kernel_backend": context.kernel_backend,
         "iw_samples": config.iw_samples,
@@ -341,7 +354,7 @@ def run_one(
     }
     history = None
     try:
-        torch.manual_seed(config.seed)
+        torch.manual_seed(seed)
         spec = ModelSpec(
             plugin,
             prior,
@@ -358,7 +371,7 @@ def run_one(
         row["parameters"] = sum(p.numel() for p in model.parameters())
         row.update(untrained(model, objective, context.x_test))
         total_steps = config.epochs * context.steps_per_epoch
-        with reporter.progress(f"training {row_label(row)}", total_steps):
+        with reporter.progress(f"training {row_label(row, context.seeded)}", total_steps):
             outcome = train(
                 model,
                 context.x_train,
@@ -366,7 +379,7 @@ def run_one(
                 epochs=config.epochs,
                 batch_size=config.batch_size,
                 lr=config.lr,
-                seed=config.seed,
+                seed=seed,
                 x_valid=context.x_valid,
                 patience=config.patience,
                 batch_transform=sample_binary if config.binarize == "dynamic" else None,
@@ -382,9 +395,9 @@ def run_one(
                 watched_key(objective)
             ]
         if not outcome.diverged:
-            row.update(evaluate(model, objective, context, reporter))
+            row.update(evaluate(model, objective, context, reporter, seed))
             row.update(throughput(model, objective, context.timing_batch, config))
-            path = out / "checkpoints" / f"{row_stem(row)}.pt"
+            path = out / "checkpoints" / f"{row_stem(row, context.seeded)}.pt"
             save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
             row["checkpoint"] = str(path.relative_to(out))
             for backend, timing in context.reparam_timings.items():
@@ -394,7 +407,8 @@ def run_one(
         raise
     except BaseException as exc:  # a broken plugin or model fails alone (sys.exit() too)
         row["status"] = f"failed: {_one_line(exc)}"
-        atomic_write_text(out / "errors" / f"{row_stem(row)}.txt", traceback.format_exc())
+        stem = row_stem(row, context.seeded)
+        atomic_write_text(out / "errors" / f"{stem}.txt", traceback.format_exc())
     return row, history
 
 
@@ -435,14 +449,18 @@ def untrained(model: VAE, objective: Objective, x_test: torch.Tensor) -> dict[st
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, objective: Objective, context: RunContext, reporter: Reporter | None = None
+    model: VAE,
+    objective: Objective,
+    context: RunContext,
+    reporter: Reporter | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Test-split metrics. ELBO columns only for the VAE family (AE rows leave them empty)."""
     reporter = reporter or Reporter()
     config, dataset, classifier = context.config, context.dataset, context.classifier
     x_train, x_test = context.x_train, context.x_test
     model.eval()
-    torch.manual_seed(config.seed + 1)
+    torch.manual_seed((config.seed if seed is None else seed) + 1)
     test_means = metrics.posterior_means(model, x_test)
     result: dict[str, Any] = {
         "active_units": metrics.active_units(test_means),

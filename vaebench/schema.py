@@ -193,14 +193,19 @@ def metric_columns(keys: Iterable[str] | None = None) -> list[Column]:
     return found
 
 
-def row_label(row: Mapping[str, Any]) -> str:
-    """``model:plugin/prior``: how every table, figure and message names a row."""
-    return "{}:{}/{}".format(*(row[k] for k in IDENTITY))
+def row_label(row: Mapping[str, Any], seeded: bool = False) -> str:
+    """``model:plugin/prior``: how every table, figure and message names a row; ``seeded``
+    adds `` seed N`` (a run with several seeds has a row per model and seed)."""
+    label = "{}:{}/{}".format(*(row[k] for k in IDENTITY))
+    return f"{label} seed {row['seed']}" if seeded else label
 
 
-def row_stem(row: Mapping[str, Any]) -> str:
+def row_stem(row: Mapping[str, Any], seeded: bool = False) -> str:
     """The row's label as a file name stem (checkpoints, error files)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "{}-{}__{}".format(*(row[k] for k in IDENTITY)))
+    stem = "{}-{}__{}".format(*(row[k] for k in IDENTITY)) + (
+        f"__seed{row['seed']}" if seeded else ""
+    )
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
 
 
 def columns_markdown() -> str:

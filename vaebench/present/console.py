@@ -98,7 +98,12 @@ def plain_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
 
 
 def print_run(rows: list[dict[str, Any]], config: Any, references: Sequence[Any] = ()) -> None:
-    """The tables ``vaebench run`` prints after its last model (and a task's literature)."""
+    """The tables ``vaebench run`` prints after its last model (and a task's literature);
+    with several seeds, one line per model: mean ± std (n) over its seeds."""
+    from vaebench.seeds import several_seeds, summary_rows
+
+    if several_seeds(rows):
+        rows = [{**rows[0], **summary} for summary in summary_rows(rows)]
     first, out = rows[0], stdout()
     out.print(
         group_table(
@@ -194,6 +199,8 @@ def print_comparison(result: Any, title: str, thresholds: str) -> None:
         print(f"only in base: {name}")
     for name in result.only_in_new:
         print(f"only in new: {name}")
+    for line in result.notes:
+        print(f"note: {line}")
     for line in result.regressions:
         print(f"REGRESSION {line}")
     if not result.regressions:

@@ -17,9 +17,16 @@ from vaebench.errors import VaebenchError
 from vaebench.io import Run, load_runs
 from vaebench.present import figures
 from vaebench.present.render import Plot, Section, Table, write_report
-from vaebench.present.sweep_report import is_sweep, sweep_sections
+from vaebench.present.sweep_report import (
+    group_labels,
+    is_sweep,
+    summary_sections,
+    sweep_sections,
+)
 from vaebench.registry import Registry
 from vaebench.schema import SPEEDS, Column, column, columns_of, metric_columns, row_label
+from vaebench.seeds import several_seeds
+from vaebench.sweep import summarize
 from vaebench.tasks import LITERATURE_HEADERS, literature_rows, references_of
 
 
@@ -29,7 +36,8 @@ def combined(runs: list[Run]) -> pd.DataFrame:
     for run in runs:
         frame = run.results.copy()
         frame.insert(0, "run", run.name)
-        labels = [row_label(row) for _, row in frame.iterrows()]
+        seeded = several_seeds(frame.to_dict("records"))
+        labels = [row_label(row, seeded) for _, row in frame.iterrows()]
         frame["label"] = [f"{run.name}: {label}" if len(runs) > 1 else label for label in labels]
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -100,6 +108,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 metric_table(frame, columns_of("quality", frame.columns)),
             ],
         ),
+        *_seed_sections(runs),
         _family_section(frame),
         Section(
             "throughput",
@@ -149,6 +158,21 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
     ]
     sections += _picture_sections(runs, frame, registry)
     return sections
+
+
+def _seed_sections(runs: list[Run]) -> list[Section]:
+    """Runs with several seeds: each model's mean ± std over its seeds, with error bars."""
+    frames = []
+    for run in runs:
+        if several_seeds(run.results.to_dict("records")):
+            frame = run.results.copy()
+            if len(runs) > 1:
+                frame["axis.run"] = run.name
+            frames.append(frame)
+    if not frames:
+        return []
+    summary = summarize(pd.concat(frames, ignore_index=True))
+    return summary_sections(summary, group_labels(summary), "seeds")
 
 
 def _family_section(frame: pd.DataFrame) -> Section:

@@ -31,7 +31,7 @@ def _read(path: Path, name: str) -> pd.DataFrame:
         raise VaebenchError(f"{path / name}: unreadable ({exc})") from None
 
 
-def _group_labels(summary: pd.DataFrame) -> list[str]:
+def group_labels(summary: pd.DataFrame) -> list[str]:
     """Each group's axis values (those not already in the row label) and its row label."""
     shown = {"axis.plugins", "axis.priors", "axis.models"}
     labels = []
@@ -60,7 +60,7 @@ def sweep_sections(path: Path) -> list[Section]:
     if not isinstance(plan, dict) or not isinstance(plan.get("fixed", {}), dict):
         raise VaebenchError(f"{path / 'sweep.json'}: not a sweep plan (expected an object)")
     sweep, summary = _read(path, "sweep.csv"), _read(path, "summary.csv")
-    labels = _group_labels(summary)
+    labels = group_labels(summary)
     settings = Table(
         ["setting", "value"],
         [[f"fixed.{k}", json.dumps(v)] for k, v in plan.get("fixed", {}).items()]
@@ -69,18 +69,6 @@ def sweep_sections(path: Path) -> list[Section]:
     )
     cells = sweep.drop_duplicates("cell_id")
     status_counts = cells["cell_status"].fillna("not run").value_counts()
-    table = Table(
-        ["group", "cells", "finished", *(c.header for c in HEADLINE)],
-        [
-            [
-                label,
-                str(int(row["cells"])),
-                str(int(row.get("finished", 0))),
-                *(_mean_std(row, c) for c in HEADLINE),
-            ]
-            for label, (_, row) in zip(labels, summary.iterrows(), strict=True)
-        ],
-    )
     cell_columns = [column(k) for k in (*IDENTITY, "seed") if k in sweep]
     cell_columns += [c for c in HEADLINE if c.key in sweep]
     cell_table = Table(
@@ -105,6 +93,27 @@ def sweep_sections(path: Path) -> list[Section]:
                 settings,
             ],
         ),
+        *summary_sections(summary, labels, "cells"),
+        Section("cells", "Every cell", [cell_table]),
+    ]
+
+
+def summary_sections(summary: pd.DataFrame, labels: list[str], unit: str) -> list[Section]:
+    """Mean ± std over seeds per group, as a table and as error bars (sweeps, and runs with
+    ``--seeds``); ``unit`` names what each group counts (cells, seeds)."""
+    table = Table(
+        ["group", unit, "finished", *(c.header for c in HEADLINE)],
+        [
+            [
+                label,
+                str(int(row["cells"])),
+                str(int(row.get("finished", 0))),
+                *(_mean_std(row, c) for c in HEADLINE),
+            ]
+            for label, (_, row) in zip(labels, summary.iterrows(), strict=True)
+        ],
+    )
+    return [
         Section(
             "summary",
             "Summary over seeds",
@@ -118,11 +127,10 @@ def sweep_sections(path: Path) -> list[Section]:
             "Error bars over seeds",
             [
                 Plot(
-                    "sweep_summary",
+                    "seed_summary",
                     figures.error_bars(summary, labels, HEADLINE),
                     "Mean ± std over seeds per group",
                 )
             ],
         ),
-        Section("cells", "Every cell", [cell_table]),
     ]
