@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -169,30 +172,78 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch, cap
 
 
 @pytest.mark.slow
-def test_the_same_sweep_on_a_local_ray_cluster(tmp_path):
-    pytest.importorskip(
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# A cluster local to the test: no usage reporting, no token (both ends run here).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def ray_cli(*args: str, cwd: Path | None = None) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ray")), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, **RAY_ENV},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_a_sweep_on_a_ray_cluster_needs_no_shared_folder(tmp_path, monkeypatch):
+    """A real two-node cluster: a head that runs nothing (0 CPUs) and a worker node started
+    separately in its own folder. The cells run on the worker, are never told where the sweep
+    folder is, and every file of theirs arrives through the driver."""
+    ray = pytest.importorskip(
         "ray", reason="Ray is not installed (pip install 'vaebench[ray]'); .ci/run installs it"
     )
-    out = tmp_path / "ray"
-    assert (
-        main(
-            [
-                "sweep",
-                str(sweep_file(tmp_path)),
-                "--executor",
-                "ray",
-                "--workers",
-                "2",
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    from vaebench.plugins.executors import RayExecutor
+
+    port = free_port()
+    head = f"127.0.0.1:{port}"
+    worker_home = tmp_path / "worker-node"
+    worker_home.mkdir()
+    submitted = []
+    real_submit = RayExecutor.submit
+
+    def recording_submit(self, fn, *args):
+        submitted.append(args)
+        return real_submit(self, fn, *args)
+
+    monkeypatch.setattr(RayExecutor, "submit", recording_submit)
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    # A short folder of its own: Ray's socket paths must fit AF_UNIX's 107 bytes.
+    ray_tmp = tempfile.mkdtemp(prefix="vbray-", dir="/tmp")
+    ray_cli("start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
+            f"--temp-dir={ray_tmp}")  # fmt: skip
+    try:
+        ray_cli("start", f"--address={head}", "--num-cpus=2", cwd=worker_home)
+        out = tmp_path / "sweep"
+        args = ["sweep", str(sweep_file(tmp_path)), "--executor", "ray", "--ray-address", head]
+        assert main([*args, "--out", str(out), "--quiet"]) == 0
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        ray_cli("stop", "--force")
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     sweep = pd.read_csv(out / "sweep.csv")
     assert len(sweep) == 4 and (sweep["cell_status"] == "ok").all()
     assert list(pd.read_csv(out / "summary.csv")["iw_nll_count"]) == [2, 2]
+    assert len(submitted) == 4
+    assert not any(str(out) in json.dumps(args) for args in submitted)  # no path to write to
+    for cell in (out / "cells").iterdir():
+        done = json.loads((cell / "done.json").read_text())
+        assert done["worker"].split(":")[1] != str(os.getpid())  # ran on the worker node
+        run = cell / "run"
+        for name in ("results.csv", "results.json", "config.json", "history.json"):
+            assert (run / name).is_file(), f"{cell.name}: {name} did not arrive"
+        assert len(list((run / "checkpoints").glob("*.pt"))) == 1
+    assert list(worker_home.iterdir()) == []  # the worker node left nothing in its folder
 
 
 def visible_devices_together(barrier) -> str:

@@ -179,7 +179,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from vaebench.io import check_writable
     from vaebench.present.console import print_cells, stdout
@@ -198,14 +205,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     folder = args.out or default_sweep_out()
     check_writable(folder, "--out")
     statuses: list[str] = []
-    with Progress(console=Console(stderr=True), transient=True, disable=args.quiet) as progress:
-        task = progress.add_task(f"sweep of {len(cells)} cells", total=len(cells))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("cells, {task.fields[failed]} not ok"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("sweep", total=len(cells), failed=0)
 
         def on_done(result: dict) -> None:
             statuses.append(result["status"])
-            progress.advance(task)
+            failed = sum(status != "ok" for status in statuses)
+            progress.update(task, advance=1, failed=failed)
             if result["status"] != "ok":
-                print(f"vaebench: cell {result['cell_id']}: {result['status']}", file=sys.stderr)
+                progress.console.print(
+                    f"vaebench: cell {result['cell_id']}: {result['status']}",
+                    markup=False,
+                    highlight=False,
+                )
 
         sweep_frame, _summary = run_sweep(
             spec,

@@ -112,7 +112,8 @@ def vaebench_register_executors(register: Register) -> None:
     ``factory(workers: int, **options) -> executor``: an object shaped like
     ``concurrent.futures.Executor`` (``submit(fn, *args) -> Future``, usable as a context
     manager that waits and cleans up on exit). ``fn`` and its arguments are picklable; the
-    cells write into the sweep folder, so remote workers need it on a shared filesystem.
+    worker runs each cell in a temporary folder of its own and returns the run's files, which
+    the driver writes into the sweep folder: remote workers need no shared filesystem.
     ``options`` holds ``address`` (``--ray-address``) and any future executor settings.
     """
 

@@ -1,8 +1,10 @@
 """Sweeps: a TOML grid of ``vaebench run`` settings, one run folder per cell, aggregated over seeds.
 
 Data flow: SWEEP.toml -> cells (fixed settings + one value per axis) -> an executor runs each
-cell as an ordinary run in ``OUT/cells/<cell>/`` and marks it done -> ``sweep.csv`` (a row per
-cell and model) and ``summary.csv`` (mean, std and count over seeds for every metric).
+cell as an ordinary run in a temporary folder of its own and returns the run's files -> the
+driver writes them into ``OUT/cells/<cell>/`` and marks the cell done -> ``sweep.csv`` (a row
+per cell and model) and ``summary.csv`` (mean, std and count over seeds for every metric).
+Workers never see the sweep folder, so a Ray cluster needs no shared filesystem.
 
 A cell is complete when its ``done.json`` exists with status ``ok`` or ``diverged``; ``--resume``
 skips those and re-runs the rest (never started, interrupted, or ``error``), so an interrupted
@@ -14,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
 import shutil
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import as_completed
@@ -28,7 +33,7 @@ import pandas as pd
 
 from vaebench.config import RunConfig, checked, default_out_dir, sweep_keys
 from vaebench.errors import ConfigError, VaebenchError
-from vaebench.io import atomic_write_text, check_rows, read_json, write_json
+from vaebench.io import atomic_write_bytes, atomic_write_text, check_rows, read_json, write_json
 from vaebench.registry import Registry
 from vaebench.schema import IDENTITY, metric_columns
 
@@ -122,27 +127,56 @@ def cell_status(cell: Cell, out: Path) -> str | None:
         return None
 
 
-def run_cell(cell_id: str, settings: dict[str, Any], folder: str) -> dict[str, Any]:
-    """Run one cell in this process (called by executor workers) and mark it done."""
+def run_cell(cell_id: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell (called by executor workers, anywhere) in a temporary folder of its own;
+    return its status and every file of its run (relative path -> bytes) for the driver.
+
+    The worker writes nothing outside that temporary folder, which it removes.
+    """
     from vaebench.registry import load_registry
     from vaebench.runner import run
 
-    path = Path(folder)
-    if path.exists():
-        shutil.rmtree(path)  # leftovers of an interrupted attempt
-    path.mkdir(parents=True)
-    write_json(path / CELL_FILE, {"cell_id": cell_id, "settings": settings})
     started = time.perf_counter()
-    try:
-        registry = load_registry()
-        config = RunConfig.from_mapping(settings, str(path / CELL_FILE))
-        config = dataclasses.replace(config, out=str(path / "run"), quiet=True).resolve(registry)
-        rows = run(config, registry)
-        status = "ok" if all(r["status"] == "ok" for r in rows) else "diverged"
-    except Exception as exc:  # a failing cell is recorded; the sweep goes on
-        status = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
-    result = {"cell_id": cell_id, "status": status, "seconds": time.perf_counter() - started}
-    write_json(path / DONE_FILE, result)
+    with tempfile.TemporaryDirectory(prefix="vaebench-cell-") as tmp:
+        run_dir = Path(tmp) / "run"
+        try:
+            registry = load_registry()
+            config = RunConfig.from_mapping(settings, f"cell {cell_id}")
+            config = dataclasses.replace(config, out=str(run_dir), quiet=True).resolve(registry)
+            rows = run(config, registry)
+            status = "ok" if all(r["status"] == "ok" for r in rows) else "diverged"
+        except Exception as exc:  # a failing cell is recorded; the sweep goes on
+            status = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        files = {
+            path.relative_to(tmp).as_posix(): path.read_bytes()
+            for path in sorted(Path(tmp).rglob("*"))
+            if path.is_file()
+        }
+    return {
+        "cell_id": cell_id,
+        "status": status,
+        "seconds": time.perf_counter() - started,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "files": files,
+    }
+
+
+def store_cell(cell: Cell, out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Write what a worker returned into the cell's folder (each file atomically, the done
+    mark last, so an interrupted store is simply re-run by ``--resume``); returns the result
+    without its files. Paths that would leave the cell folder are refused."""
+    folder = cell.folder(out)
+    if folder.exists():
+        shutil.rmtree(folder)  # leftovers of an interrupted attempt
+    folder.mkdir(parents=True)
+    write_json(folder / CELL_FILE, {"cell_id": cell.cell_id, "settings": cell.settings})
+    files = result.pop("files", None) or {}
+    for name, data in files.items():
+        target = (folder / name).resolve()
+        if not isinstance(data, bytes) or folder.resolve() not in target.parents:
+            raise VaebenchError(f"cell {cell.cell_id}: refused file {name!r} from the worker")
+        atomic_write_bytes(target, data)
+    write_json(folder / DONE_FILE, result)
     return result
 
 
@@ -198,10 +232,7 @@ def run_sweep(
     with executor:
         prepare_out(out, cells, spec, resume)
         try:
-            futures = {
-                executor.submit(run_cell, c.cell_id, c.settings, str(c.folder(out).resolve())): c
-                for c in pending
-            }
+            futures = {executor.submit(run_cell, c.cell_id, c.settings): c for c in pending}
             for future in as_completed(futures):
                 cell = futures[future]
                 try:
@@ -211,7 +242,7 @@ def run_sweep(
                         "cell_id": cell.cell_id,
                         "status": f"error: worker failed: {type(exc).__name__}: {exc}",
                     }
-                    write_json(cell.folder(out) / DONE_FILE, result)
+                result = store_cell(cell, out, result)
                 if on_done is not None:
                     on_done(result)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the running cells, keep the rest
