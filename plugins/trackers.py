@@ -60,9 +60,13 @@ class MLflowTracker:
     def _connect(self) -> None:
         """The store is first touched here, in ``start``: an unusable one is a warning."""
         import logging
+        import os
 
         from mlflow.tracking import MlflowClient
 
+        # A tracking server that does not answer costs seconds, not minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         for name in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter
             logging.getLogger(name).setLevel(logging.WARNING)
         artifacts = None

@@ -353,7 +353,7 @@ def test_the_cifar10_task_trains_a_conv_vae_under_the_logistic_mixture(tmp_path)
     (row,) = json.loads((out / "results.json").read_text())
     assert (row["n_train"], row["n_valid"], row["n_test"]) == (5, 5_000, 6)
     assert (row["likelihood"], row["plugin"], row["status"]) == ("dlogistic", "conv", "ok")
-    assert row["protocol"] == "cifar10@1 (modified: epochs, iw_samples)"
+    assert row["protocol"] == "cifar10@1 (modified: epochs, iw_samples, likelihood_options)"
     assert row["bpd"] == pytest.approx(row["iw_nll"] / (3072 * np.log(2)))
     assert 0 < row["bpd"] < 9  # 8-bit data: a uniform model is 8 bits/dim
     assert train_images.shape[0] == 5_005
@@ -455,3 +455,121 @@ def test_vaebench_tasks_lists_every_task_with_its_version(capsys):
     for task in tasks.values():
         for ref in task["references"]:
             assert ref["source"] and ref["value"] > 0
+
+
+# --- found by a hostile hunt: each case once crashed, hung or was silently wrong -------------
+
+
+def test_an_idx_header_whose_size_wraps_int64_is_refused(tmp_path):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((4, 28, 28), np.uint8))
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4)  # 2**64 bytes
+    (folder / "t10k-images-idx3-ubyte").write_bytes(header + b"\0" * 64)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: IDX header announces"):
+        load_path(str(folder))
+
+
+@pytest.mark.parametrize(
+    "arrays, needle",
+    [
+        ({"x_train": np.zeros((30, 0)), "x_test": np.zeros((5, 0))}, "hold no values"),
+        ({"x_train": np.ones((30, 4), np.complex64), "x_test": np.ones((5, 4))}, "real numbers"),
+        (
+            {
+                "x_train": np.ones((30, 4)),
+                "x_test": np.ones((5, 4)),
+                "y_train": np.full(30, np.inf),
+                "y_test": np.zeros(5),
+            },
+            "labels must be integers",
+        ),
+    ],
+    ids=["zero-width", "complex", "infinite-labels"],
+)
+def test_arrays_that_cannot_be_images_are_refused(tmp_path, arrays, needle, recwarn):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=needle):
+        load_path(str(path))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_every_split_of_integer_data_shares_one_scale(tmp_path):
+    path = tmp_path / "scaled.npz"
+    train = np.array([[0, 255], [10, 20]], np.uint8)
+    test = np.array([[0, 1], [1, 0]], np.uint8)  # peaks at 1: not binary data, 8-bit data
+    np.savez(path, x_train=train, x_test=test)
+    data = load_path(str(path))
+    assert data.x_test.max().item() == pytest.approx(1 / 255)
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, x_train=np.array([[0, 1000], [1, 2]]), x_test=np.array([[0, 500], [3, 4]]))
+    assert load_path(str(wide)).x_test.max().item() == pytest.approx(0.5)
+
+
+def test_a_single_x_with_x_valid_keeps_the_given_validation_split(tmp_path):
+    path = tmp_path / "xv.npz"
+    np.savez(path, x=np.random.default_rng(0).random((20, 4)), x_valid=np.zeros((6, 4)))
+    assert load_path(str(path)).sizes() == {"n_train": 16, "n_valid": 6, "n_test": 4}
+
+
+def test_a_layout_value_is_checked_whatever_the_data_format(tmp_path):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((4, 28, 28), np.uint8))
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((4, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="-D layout=garbage: use one of auto, nchw, nhwc"):
+        load_path(str(folder), {"layout": "garbage"})
+
+
+def test_task_names_with_versions_and_changed_likelihood_options(registry, tmp_path):
+    config = RunConfig(task="static-mnist@1", data_root=str(tmp_path)).resolve(registry)
+    assert config.protocol == "static-mnist@1"
+    with pytest.raises(ConfigError, match="task static-mnist is at version 1 here, not 2"):
+        RunConfig(task="static-mnist@2", data_root=str(tmp_path)).resolve(registry)
+    changed = RunConfig.from_mapping(
+        {"task": "cifar10", "likelihood_options": {"bins": 16}, "data_root": str(tmp_path)}, "x"
+    ).resolve(registry)
+    assert changed.protocol == "cifar10@1 (modified: likelihood_options)"
+    with pytest.raises(ConfigError, match="--data-root names where a --task finds its files"):
+        RunConfig(data_root=str(tmp_path), given=["data_root"]).resolve(registry)
+
+
+def test_too_few_training_images_for_the_tasks_hold_out_names_the_task(registry, tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((10_001, 28, 28), np.uint8))
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        n = 10_001 if name.startswith("train") else 3
+        write_idx(folder / name, np.zeros(n, np.uint8))
+    config = RunConfig(task="dynamic-mnist", data_root=str(tmp_path)).resolve(registry)
+    with pytest.raises(DataError, match="training files hold 10,001 examples, too few") as info:
+        load_dataset(config, registry)
+    assert "--valid-fraction" not in str(info.value)
+
+
+def test_cifar_batches_at_the_data_root_are_read_there(registry, tmp_path):
+    write_cifar_batches(tmp_path / "top", per_batch=1_001, test=2)
+    for path in (tmp_path / "top").iterdir():
+        path.rename(tmp_path / path.name)
+    (tmp_path / "cifar-10-batches-bin").mkdir(exist_ok=True)  # an unrelated, incomplete copy
+    (tmp_path / "top").rmdir()
+    config = RunConfig(task="cifar10", data_root=str(tmp_path)).resolve(registry)
+    assert load_dataset(config, registry).sizes()["n_test"] == 2
+
+
+@pytest.mark.parametrize(
+    "reference, needle",
+    [
+        ({"source": ["a list"]}, "source must be text"),
+        ({"value": float("nan")}, "finite number"),
+        ({"samples": "many"}, "whole number >= 1"),
+    ],
+)
+def test_reference_figures_are_checked(reference, needle):
+    from vaebench.tasks import Reference
+
+    base = {"model": "m", "architecture": "a", "metric": "bpd", "value": 2.9, "source": "s"}
+    with pytest.raises(ValueError, match=needle):
+        Reference(**{**base, **reference})

@@ -296,10 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except VaebenchError as exc:
-        print(f"vaebench: error: {exc}", file=sys.stderr)
+        print(f"vaebench: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
         return 2
     except OSError as exc:  # a file system refusal we did not foresee: still one line
-        print(f"vaebench: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        line = f"vaebench: error: {exc.strerror or exc}: {exc.filename or ''}"
+        print(line.replace("\n", "\\n"), file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # finished models (or cells) are already on disk
         name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)

@@ -106,6 +106,8 @@ class RunConfig:
 
     def resolve(self, registry) -> RunConfig:
         """Check every name against the registry; apply the task; fill ``device`` and ``out``."""
+        if self.task is None and self.data_root is not None:
+            raise ConfigError("--data-root names where a --task finds its files; add --task NAME")
         if self.task is not None:
             from vaebench.tasks import data_root, get_task
 

@@ -159,14 +159,30 @@ def sample_binary(batch: torch.Tensor) -> torch.Tensor:
     return torch.bernoulli(batch)
 
 
-def to_images(x: np.ndarray, source: str) -> torch.Tensor:
+def common_top(arrays) -> int | None:
+    """The largest value over every integer image array of one dataset: all its splits are
+    scaled by the same factor (a test split that happens to peak lower must not be stretched)."""
+    tops = [
+        int(a.max())
+        for a in arrays
+        if isinstance(a, np.ndarray) and a.size and np.issubdtype(a.dtype, np.integer)
+    ]
+    return max(tops) if tops else None
+
+
+def to_images(x: np.ndarray, source: str, top: int | None = None) -> torch.Tensor:
     """Array to float32 ``(N, C, H, W)`` (or ``(N, D)`` for flat data), scaled into [0, 1].
 
-    Integer data with values above 1 is divided by its type's natural maximum (255 for
-    uint8-range data, else the data maximum); 0/1 integer data stays binary.
+    Integer data with values above 1 is divided by its natural maximum: 255 for 8-bit data,
+    else the largest value, taken over every split of the dataset (``top``) so that all
+    splits share one scale; 0/1 integer data stays binary.
     """
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{source}: images must be numeric, got dtype {x.dtype}")
+    if np.iscomplexobj(x):
+        raise DataError(f"{source}: images must be real numbers, got dtype {x.dtype}")
+    if x.ndim >= 2 and x.size == 0 and x.shape[0] > 0:
+        raise DataError(f"{source}: examples hold no values (shape {x.shape})")
     if x.ndim == 3:  # (N, H, W): grey images
         x = x[:, None, :, :]
     elif x.ndim not in (2, 4):
@@ -179,7 +195,7 @@ def to_images(x: np.ndarray, source: str) -> torch.Tensor:
         x = x.astype(np.int64)
         if x.min() < 0:
             raise DataError(f"{source}: integer images must be non-negative, found {x.min()}")
-        top = x.max()
+        top = max(int(x.max()), top or 0)
         scale = 255.0 if 1 < top <= 255 else float(max(top, 1))
         out = x.astype(np.float32) / scale
     else:
@@ -201,7 +217,9 @@ def to_labels(y: np.ndarray | None, n: int, source: str) -> torch.Tensor | None:
     if y.ndim != 1 or y.shape[0] != n:
         raise DataError(f"{source}: expected {n} labels in a 1-D array, got shape {y.shape}")
     is_whole = np.issubdtype(y.dtype, np.integer) or (
-        np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0))
+        np.issubdtype(y.dtype, np.floating)
+        and bool(np.isfinite(y).all())
+        and bool(np.all(np.mod(y, 1) == 0))
     )
     if not is_whole:
         raise DataError(f"{source}: labels must be integers, got dtype {y.dtype}")
@@ -266,17 +284,25 @@ def load_npz(path: Path, layout: str = "auto") -> Dataset:
         check_npz_headers(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        NotImplementedError,  # a compression method zipfile does not implement
+        RuntimeError,  # an encrypted member
+    ) as exc:
         raise DataError(
             f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})"
         ) from None
     source = str(path)
+    top = common_top(a for k, a in arrays.items() if k.startswith("x"))
     used = set()
 
     def images(key: str) -> torch.Tensor:
         x, how = to_nchw(arrays[key], layout, f"{source}[{key}]")
         used.add(how)
-        return to_images(x, f"{source}[{key}]")
+        return to_images(x, f"{source}[{key}]", top=top)
 
     def labels(key: str, x: torch.Tensor) -> torch.Tensor | None:
         return to_labels(arrays.get(key), x.shape[0], f"{source}[{key}]")
@@ -307,7 +333,13 @@ def load_npz(path: Path, layout: str = "auto") -> Dataset:
             x_train, x_test, y_train, y_test = deterministic_split(x_all, labels("y", x_all))
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
-        dataset = Dataset(source, x_train, x_test, y_train, y_test, files=(source,))
+        x_valid = images("x_valid") if "x_valid" in arrays else None
+        y_valid = labels("y_valid", x_valid) if x_valid is not None else None
+        if x_valid is not None and (y_valid is None) != (y_train is None):
+            y_train = y_test = y_valid = None  # labels only when every split has them
+        dataset = Dataset(
+            source, x_train, x_test, y_train, y_test, x_valid, y_valid, files=(source,)
+        )
     else:
         found = ", ".join(sorted(arrays)) or "no arrays"
         raise DataError(
@@ -337,7 +369,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no int64 wrap-around
     if len(raw) - header != expected:
         raise DataError(
             f"{path}: IDX header announces shape {shape} ({expected} bytes) but the file holds "
@@ -370,8 +402,10 @@ def load_idx_dir(directory: Path) -> Dataset:
             raise DataError(
                 f"{directory}: no {wanted}[.gz] in this directory (expected MNIST IDX files)"
             )
-    x_train = to_images(read_idx(files["x_train"]), str(files["x_train"]))
-    x_test = to_images(read_idx(files["x_test"]), str(files["x_test"]))
+    raw_train, raw_test = read_idx(files["x_train"]), read_idx(files["x_test"])
+    top = common_top([raw_train, raw_test])
+    x_train = to_images(raw_train, str(files["x_train"]), top=top)
+    x_test = to_images(raw_test, str(files["x_test"]), top=top)
     y_train = y_test = None
     if files["y_train"] is not None and files["y_test"] is not None:
         y_train = to_labels(read_idx(files["y_train"]), x_train.shape[0], str(files["y_train"]))
@@ -381,6 +415,7 @@ def load_idx_dir(directory: Path) -> Dataset:
 
 
 FILE_OPTIONS = ("layout",)  # the -D options a data file accepts
+LAYOUTS = ("auto", "nchw", "nhwc")
 
 
 def load_path(spec: str, options: dict[str, object] | None = None) -> Dataset:
@@ -393,6 +428,8 @@ def load_path(spec: str, options: dict[str, object] | None = None) -> Dataset:
             "(other options belong to named datasets)"
         )
     layout = str(options.get("layout", "auto"))
+    if layout not in LAYOUTS:
+        raise DataError(f"-D layout={layout}: use one of {', '.join(LAYOUTS)}")
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(f"{spec}: no such file or directory")

@@ -230,7 +230,8 @@ def read_cifar10_bin(directory: Path) -> dict[str, np.ndarray]:
     may hold fewer than the published 10,000 records.
     """
     directory = Path(directory)
-    if (directory / CIFAR10_DIR).is_dir():
+    holds_batches = (directory / CIFAR10_TEST).is_file()
+    if not holds_batches and (directory / CIFAR10_DIR).is_dir():
         directory = directory / CIFAR10_DIR
     if not directory.is_dir():
         raise DataError(

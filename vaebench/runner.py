@@ -83,6 +83,14 @@ def timed_backends(selected: str, device: torch.device) -> list[str]:
 
 def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
     """The run's data with its three splits, binarized as asked."""
+    try:
+        return _load_dataset(config, registry)
+    except MemoryError:
+        source = f"task {config.task} in {config.data_root}" if config.task else config.dataset
+        raise DataError(f"{source}: the data does not fit in memory") from None
+
+
+def _load_dataset(config: RunConfig, registry: Registry) -> Dataset:
     if config.task is not None:
         from vaebench.tasks import get_task
         from vaebench.tasks.load import load_task_data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -43,6 +44,25 @@ class Reference:
     source: str
     samples: int | None = None  # K of the importance-weighted estimate, when there is one
     note: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "architecture", "source", "note"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"reference {name} must be text, got {getattr(self, name)!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"reference metric must be one of {', '.join(METRICS)}")
+        value = self.value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"reference value must be a finite number, got {value!r}")
+        samples = self.samples
+        if samples is not None and (
+            isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+        ):
+            raise ValueError(f"reference samples (K) must be a whole number >= 1, got {samples!r}")
 
     @property
     def unit(self) -> str:
@@ -83,7 +103,8 @@ class Task:
         modified = [
             k
             for k in sorted(config.given)
-            if k in self.protocol and getattr(config, k) != self.protocol[k]
+            if (k in self.protocol and getattr(config, k) != self.protocol[k])
+            or (k == "likelihood_options" and "likelihood" in self.protocol)
         ]
         protocol = self.id + (f" (modified: {', '.join(modified)})" if modified else "")
         return dataclasses.replace(config, **chosen, dataset=self.name, protocol=protocol)
@@ -106,11 +127,10 @@ def task_from_mapping(data: Mapping[str, Any], source: str) -> Task:
         valid = _table(files, "valid_split", source)
         references = []
         for i, ref in enumerate(data.get("references", [])):
-            if ref.get("metric") not in METRICS:
-                raise ConfigError(
-                    f"{source}: references[{i}].metric must be one of {', '.join(METRICS)}"
-                )
-            references.append(Reference(**ref))
+            try:
+                references.append(Reference(**ref))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{source}: references[{i}]: {exc}") from None
         task = Task(
             name=str(data["name"]),
             version=int(data["version"]),
@@ -156,9 +176,15 @@ def builtin_factories() -> dict[str, Any]:
 
 
 def get_task(registry, name: str) -> Task:
-    """The registered task ``name``, read and checked."""
-    component = registry.get("task", name)
+    """The registered task ``name`` (or ``name@version``, as ``vaebench tasks`` lists it)."""
+    base, _, version = name.partition("@")
+    component = registry.get("task", base)
     task = component.factory()
+    if version and version != str(task.version):
+        raise ConfigError(
+            f"task {base} is at version {task.version} here, not {version}; this vaebench "
+            f"runs {task.id}"
+        )
     if not isinstance(task, Task):
         raise ConfigError(
             f"task '{name}' from {component.owner} returned {type(task).__name__}, not a Task"
@@ -200,13 +226,9 @@ def find_files(task: Task, root: Path) -> dict[str, Path]:
 def references_of(task: Mapping[str, Any], source: str) -> list[Reference]:
     """The reference figures of a task definition as written to a run's ``task.json``."""
     try:
-        refs = [Reference(**ref) for ref in task.get("references", [])]
-    except TypeError as exc:
+        return [Reference(**ref) for ref in task.get("references", [])]
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: references: {exc}") from None
-    for ref in refs:
-        if ref.metric not in METRICS or not isinstance(ref.value, (int, float)):
-            raise ConfigError(f"{source}: reference {ref.model!r} has a bad metric or value")
-    return refs
 
 
 LITERATURE_HEADERS = ("", "model", "architecture", "K", "figure", "value", "source")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from vaebench.data import Dataset, load_idx_dir, to_images, to_labels, with_validation
-from vaebench.errors import ConfigError
+from vaebench.errors import ConfigError, DataError
 from vaebench.formats import read_amat, read_cifar10_bin, read_omniglot_mat
 from vaebench.tasks import Task, find_files
 
@@ -100,5 +100,12 @@ def load_task_data(task: Task, root: Path) -> Dataset:
     if dataset.x_valid is None:
         if task.valid_count is None:
             raise ConfigError(f"task {task.name}: no validation file and no [data.valid_split]")
+        n = dataset.x_train.shape[0]
+        if n < task.valid_count + 2:
+            raise DataError(
+                f"task {task.name}: its training files hold {n:,} examples, too few to hold out "
+                f"{task.valid_count:,} for validation and train on the rest; are the files "
+                f"complete? (published at {task.published})"
+            )
         dataset = with_validation(dataset, 0.0, count=task.valid_count, last=task.valid_from_end)
     return dataset
