@@ -232,7 +232,13 @@ def run_sweep(
     with executor:
         prepare_out(out, cells, spec, resume)
         try:
-            futures = {executor.submit(run_cell, c.cell_id, c.settings): c for c in pending}
+            futures = {}
+            for cell in pending:  # the driver marks each cell started; a worker never writes here
+                folder = cell.folder(out)
+                if folder.exists():
+                    shutil.rmtree(folder)  # leftovers of an interrupted attempt
+                write_json(folder / CELL_FILE, {"cell_id": cell.cell_id, "settings": cell.settings})
+                futures[executor.submit(run_cell, cell.cell_id, cell.settings)] = cell
             for future in as_completed(futures):
                 cell = futures[future]
                 try:
