@@ -139,6 +139,8 @@ def test_run_with_seeds_writes_a_row_per_seed_and_prints_mean_and_std(tmp_path, 
     summary = summary_rows(rows)
     assert len(summary) == 1 and summary[0]["status"] == "ok 2/2"
     assert "(n=2)" in summary[0]["iw_nll"] and "(n=2)" in printed
+    assert summary[0]["dataset"] == "synthetic" and "train_spread" not in summary[0]
+    assert "IQR" not in printed  # one seed's spread must not stand beside the mean of all
     assert main(["compare", str(out), str(out)]) == 0
 
 

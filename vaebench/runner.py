@@ -399,9 +399,8 @@ def run_one(
         row["epochs_run"] = outcome.epochs_run
         row["best_epoch"] = outcome.best_epoch
         if outcome.best_epoch is not None:
-            row[watched_key(objective)] = outcome.history[outcome.best_epoch - 1][
-                watched_key(objective)
-            ]
+            watched = watched_key(objective)
+            row[watched] = outcome.history[outcome.best_epoch - 1][watched]
         if not outcome.diverged:
             row.update(evaluate(model, objective, context, reporter, seed))
             row.update(throughput(model, objective, context.timing_batch, config))

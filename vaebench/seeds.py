@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vaebench.schema import IDENTITY, Column, metric_columns
+from vaebench.schema import IDENTITY, Column, columns_of, metric_columns
 
 CONFIDENCE = 0.95
 
@@ -55,12 +55,15 @@ def mean_std(col: Column, xs: list[float]) -> str:
 
 
 def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model: identity, ``status`` as ``ok K/N``, each metric as mean ± std text."""
+    """One row per model: its settings, ``status`` as ``ok K/N``, each metric as mean ± std
+    text (no per-seed detail such as one seed's IQR)."""
     out = []
-    columns = metric_columns({k for row in rows for k in row})
+    keys = {k for row in rows for k in row}
+    columns = metric_columns(keys)
+    settings = [c.key for c in columns_of("setting", keys)]
     for group in by_model(rows).values():
         done = sum(r.get("status") == "ok" for r in group)
-        summary: dict[str, Any] = {k: group[0][k] for k in IDENTITY}
+        summary: dict[str, Any] = {k: group[0].get(k) for k in (*IDENTITY, *settings)}
         summary["status"] = f"ok {done}/{len(group)}"
         summary["seed"] = ",".join(str(r.get("seed")) for r in group)
         for col in columns:

@@ -161,15 +161,21 @@ def run_cell(cell_id: str, settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def start_cell(cell: Cell, out: Path) -> Path:
+    """A clean cell folder holding only its ``cell.json`` (leftovers of an interrupted
+    attempt go); the driver writes it when the cell starts and again when it stores it."""
+    folder = cell.folder(out)
+    if folder.exists():
+        shutil.rmtree(folder)
+    write_json(folder / CELL_FILE, {"cell_id": cell.cell_id, "settings": cell.settings})
+    return folder
+
+
 def store_cell(cell: Cell, out: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Write what a worker returned into the cell's folder (each file atomically, the done
     mark last, so an interrupted store is simply re-run by ``--resume``); returns the result
     without its files. Paths that would leave the cell folder are refused."""
-    folder = cell.folder(out)
-    if folder.exists():
-        shutil.rmtree(folder)  # leftovers of an interrupted attempt
-    folder.mkdir(parents=True)
-    write_json(folder / CELL_FILE, {"cell_id": cell.cell_id, "settings": cell.settings})
+    folder = start_cell(cell, out)
     files = result.pop("files", None) or {}
     for name, data in files.items():
         target = (folder / name).resolve()
@@ -234,10 +240,7 @@ def run_sweep(
         try:
             futures = {}
             for cell in pending:  # the driver marks each cell started; a worker never writes here
-                folder = cell.folder(out)
-                if folder.exists():
-                    shutil.rmtree(folder)  # leftovers of an interrupted attempt
-                write_json(folder / CELL_FILE, {"cell_id": cell.cell_id, "settings": cell.settings})
+                start_cell(cell, out)
                 futures[executor.submit(run_cell, cell.cell_id, cell.settings)] = cell
             for future in as_completed(futures):
                 cell = futures[future]

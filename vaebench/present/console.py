@@ -103,7 +103,7 @@ def print_run(rows: list[dict[str, Any]], config: Any, references: Sequence[Any]
     from vaebench.seeds import several_seeds, summary_rows
 
     if several_seeds(rows):
-        rows = [{**rows[0], **summary} for summary in summary_rows(rows)]
+        rows = summary_rows(rows)
     first, out = rows[0], stdout()
     out.print(
         group_table(

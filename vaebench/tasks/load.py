@@ -3,6 +3,7 @@ split as the task says. Each reader returns a ``Dataset`` listing the files it r
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -32,15 +33,7 @@ def idx(task: Task, found: dict[str, Path]) -> Dataset:
     folders = {path.parent for path in found.values()}
     if len(folders) != 1:
         raise ConfigError(f"task {task.name}: its IDX files must share one folder")
-    dataset = load_idx_dir(folders.pop())
-    return Dataset(
-        task.name,
-        dataset.x_train,
-        dataset.x_test,
-        dataset.y_train,
-        dataset.y_test,
-        files=_files(found),
-    )
+    return dataclasses.replace(load_idx_dir(folders.pop()), name=task.name, files=_files(found))
 
 
 def omniglot(task: Task, found: dict[str, Path]) -> Dataset:
