@@ -16,13 +16,15 @@ at the end. Steps, in order:
 4. bandwidth-bound sizes (about 1e8 elements) against fair peers: eager PyTorch and
    ``torch.compile`` of the reference with the noise drawn inside the compiled region
    (modes ``default`` and ``reduce-overhead``);
-5. the benchmark variants (stored / recovered noise, philox4) at bandwidth-bound sizes;
+5. the benchmark variants (stored / recovered noise, philox4, fast-math Box-Muller with each
+   generator) at bandwidth-bound sizes;
 6. one end-to-end ``vaebench run`` on MNIST-sized synthetic data per kernel backend.
 
 ``--smoke`` runs on the CPU through Triton's interpreter with tiny sizes and short timing: it
-proves the script works (a test runs it), its figures are not timing claims. Under CUDA-graph
-replay the triton path's seed is a fixed host integer, so replays reuse one noise draw: the
-timing is right, the noise frozen (a device-side seed is future work, see issue 12).
+proves the script works (a test runs it), its figures are not timing claims. CUDA-graph
+replays time the default call: its Philox key is drawn on the device inside the graph, so
+every replay draws fresh noise, as training under a captured step would (the kernel tests
+check that on the GPU). The fast-math variants need CUDA: ``--smoke`` leaves them out.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 KERNEL_TESTS = (
     "tests/test_kernels_reference.py",
     "tests/test_kernels_triton.py",
+    "tests/test_kernels_op.py",
     "tests/test_properties.py",
 )
 
@@ -207,9 +210,7 @@ class Session:
 
             return {"forward": forward, "fwd+bwd": forward_backward}
 
-        # A capture cannot read a host seed from the generator: graphs replay a fixed seed.
-        fixed = steps(seed=1234) if backend.startswith("triton") else steps()
-        default = steps()
+        default = steps()  # the key is drawn on the device: graph replays draw fresh noise
 
         elem = torch.empty((), dtype=dt).element_size()
         moved = {"forward": (2 * n * d + samples * n * d) * elem + 4 * n * (1 + samples * log_q)}
@@ -218,7 +219,7 @@ class Session:
         )
         for direction in ("forward", "fwd+bwd"):
             for method in methods:
-                fn = (fixed if method == "graph" else default)[direction]
+                fn = default[direction]
                 if self.left() < 5:
                     return
                 try:
@@ -279,9 +280,13 @@ class Session:
     def variants(self, sizes) -> None:
         from vaebench.kernels.reparam_kl import reparameterize_kl_variant
 
-        for label, kwargs in (("triton-store-noise", {"noise": "store"}),
-                              ("triton-recover-noise", {"noise": "recover"}),
-                              ("triton-philox4", {"rng": "philox4"})):  # fmt: skip
+        variants = [("triton-store-noise", {"noise": "store"}),
+                    ("triton-recover-noise", {"noise": "recover"}),
+                    ("triton-philox4", {"rng": "philox4"})]  # fmt: skip
+        if self.device.type == "cuda":  # the SFU approximations do not run in the interpreter
+            variants += [("triton-fast-math", {"fast_math": True}),
+                         ("triton-philox4-fast-math", {"rng": "philox4", "fast_math": True})]  # fmt: skip
+        for label, kwargs in variants:
             call = functools.partial(reparameterize_kl_variant, **kwargs)
             for n, d in sizes:
                 self.measure("variants", label, call, n, d, 1, False, "fp32", ("device",))

@@ -46,6 +46,8 @@ class Compiled:
     shared_bytes: int  # static shared memory: a cross-warp reduction would need it
     barriers: int  # BAR instructions in the SASS: block-wide synchronizations
     sass_per_element: float  # static instructions over the elements one thread handles
+    mufu: dict[str, int]  # SFU instructions (MUFU.SIN, .COS, .LG2, .EX2, .RSQ...) in the SASS
+    fast_math: bool = False
 
 
 def _cuobjdump(cubin: bytes, flag: str) -> str:
@@ -58,9 +60,9 @@ def _cuobjdump(cubin: bytes, flag: str) -> str:
         ).stdout
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int]:
+def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int, dict[str, int]]:
     """Registers, stack bytes, static SASS instruction count (a proxy for arithmetic cost),
-    static shared memory bytes and the number of barrier (BAR) instructions."""
+    static shared memory bytes, the number of barrier (BAR) instructions and the SFU ones."""
     usage = _cuobjdump(cubin, "--dump-resource-usage")
     registers = int(re.search(r"REG:(\d+)", usage).group(1))
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))
@@ -68,7 +70,8 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int, int, int]:
     sass_text = _cuobjdump(cubin, "-sass")
     sass = len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass_text, flags=re.MULTILINE))
     barriers = len(re.findall(r"\bBAR\.", sass_text))
-    return registers, stack, sass, shared, barriers
+    mufu = dict(collections.Counter(re.findall(r"\bMUFU\.(\w+)", sass_text)))
+    return registers, stack, sass, shared, barriers, mufu
 
 
 def _compile(fn, signature: dict[str, str], constants: dict, arch: int, warps: int):
@@ -85,13 +88,13 @@ def _analyse(
     kernel: str, fn, signature: dict[str, str], constants: dict, dtype: str, warps: int, arch: int
 ) -> Compiled:
     compiled = _compile(fn, signature, constants, arch, warps)
-    registers, stack, sass, shared, barriers = _resource_usage(compiled.asm["cubin"])
+    registers, stack, sass, shared, barriers, mufu = _resource_usage(compiled.asm["cubin"])
     ptx = compiled.asm["ptx"]
     tiles = f"{constants['BLOCK_N']}x{constants['BLOCK_D']}"
     per_thread = constants["BLOCK_N"] * constants["BLOCK_D"] / (32 * warps)
     return Compiled(
         kernel, dtype, tiles, warps, registers, stack, _widths(ptx, "ld"), _widths(ptx, "st"),
-        sass, shared, barriers, round(sass / per_thread, 1),
+        sass, shared, barriers, round(sass / per_thread, 1), mufu, constants["FAST_MATH"],
     )  # fmt: skip
 
 
@@ -108,6 +111,7 @@ def forward(
     *,
     return_log_q: bool = False,
     rng: str = "philox",
+    fast_math: bool = False,
 ) -> Compiled:
     t = DTYPES[dtype]
     signature = {
@@ -123,7 +127,7 @@ def forward(
         "S": "i32",
         "stride_mu_n": "i32",
         "stride_lv_n": "i32",
-        "seed": "i32",
+        "key_ptr": "*i64",
     }
     constants = {
         "stride_mu_d": 1,
@@ -132,6 +136,7 @@ def forward(
         "RETURN_LOG_Q": return_log_q,
         "STORE_EPS": False,
         "NOISE4": rng == "philox4",
+        "FAST_MATH": fast_math,
         "BLOCK_N": block_n,
         "BLOCK_D": block_d,
     }
@@ -139,7 +144,14 @@ def forward(
 
 
 def backward(
-    dtype: str, block_n: int, block_d: int, warps: int, arch: int, *, rng: str = "philox"
+    dtype: str,
+    block_n: int,
+    block_d: int,
+    warps: int,
+    arch: int,
+    *,
+    rng: str = "philox",
+    fast_math: bool = False,
 ) -> Compiled:
     t = DTYPES[dtype]
     signature = {
@@ -160,7 +172,7 @@ def backward(
         "stride_gz_n": "i32",
         "stride_glq_s": "i32",
         "stride_glq_n": "i32",
-        "seed": "i32",
+        "key_ptr": "*i64",
     }
     constants = {
         "stride_mu_d": 1,
@@ -170,6 +182,7 @@ def backward(
         "HAS_EPS": False,
         "RECOVER_EPS": False,
         "NOISE4": rng == "philox4",
+        "FAST_MATH": fast_math,
         "HAS_GRAD_Z": True,
         "HAS_GRAD_KL": True,
         "HAS_GRAD_LOG_Q": False,
@@ -202,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         help="BLOCK_NxBLOCK_D:WARPS list (default: the tiles tile_sizes picks)",
     )
     parser.add_argument("--rngs", default="philox", help="in-kernel generators: philox, philox4")
+    parser.add_argument(
+        "--math", default="exact", help="Box-Muller math: exact, fast (SFU approximations), or both"
+    )
     args = parser.parse_args(argv)
     if args.configs:
         configs = []
@@ -213,21 +229,23 @@ def main(argv: list[str] | None = None) -> int:
         configs = default_configs()
     print(
         f"{'kernel':8} {'rng':7} {'dtype':5} {'tiles':>7} {'warps':>5} {'regs':>4} {'stack':>5} "
-        f"{'SASS':>5} {'/elem':>5} {'smem':>5} {'bar':>3}  global loads / stores (PTX)"
+        f"{'SASS':>5} {'/elem':>5} {'smem':>5} {'bar':>3} {'math':5} MUFU; global loads / stores (PTX)"
     )
+    maths = {"exact": [False], "fast": [True], "both": [False, True]}[args.math]
     for block_n, block_d, warps in configs:
         for rng in args.rngs.split(","):
             for dtype in args.dtypes.split(","):
-                for result in (
-                    forward(dtype, block_n, block_d, warps, args.arch, rng=rng),
-                    backward(dtype, block_n, block_d, warps, args.arch, rng=rng),
-                ):
-                    print(
-                        f"{result.kernel:8} {rng:7} {result.dtype:5} {result.tiles:>7} {result.warps:>5} "
-                        f"{result.registers:>4} {result.stack_bytes:>5} {result.sass_instructions:>5} "
-                        f"{result.sass_per_element:>5} {result.shared_bytes:>5} {result.barriers:>3}  "
-                        f"{result.loads} / {result.stores}"
-                    )
+                for fast in maths:
+                    for kernel in (forward, backward):
+                        r = kernel(
+                            dtype, block_n, block_d, warps, args.arch, rng=rng, fast_math=fast
+                        )
+                        print(
+                            f"{r.kernel:8} {rng:7} {r.dtype:5} {r.tiles:>7} {r.warps:>5} "
+                            f"{r.registers:>4} {r.stack_bytes:>5} {r.sass_instructions:>5} "
+                            f"{r.sass_per_element:>5} {r.shared_bytes:>5} {r.barriers:>3} "
+                            f"{'fast' if fast else 'exact':5} {r.mufu}; {r.loads} / {r.stores}"
+                        )
     return 0
 
 

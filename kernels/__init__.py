@@ -14,7 +14,6 @@ The benchmark-only variants live in ``reparam_kl.reparameterize_kl_variant`` (in
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import os
@@ -27,10 +26,17 @@ _LAZY = {
 }
 
 
-@functools.cache
+_triton_found: bool | None = None
+
+
 def triton_available() -> bool:
-    """Whether Triton is installed: a module lookup, not an import (that costs seconds)."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether Triton is installed: a module lookup, not an import (that costs seconds).
+
+    Cached in a global, not ``functools.cache``, which ``torch.compile`` warns about."""
+    global _triton_found
+    if _triton_found is None:
+        _triton_found = importlib.util.find_spec("triton") is not None
+    return _triton_found
 
 
 def triton_interpreting() -> bool:
