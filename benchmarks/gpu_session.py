@@ -18,7 +18,10 @@ at the end. Steps, in order:
    (modes ``default`` and ``reduce-overhead``);
 5. the benchmark variants (stored / recovered noise, philox4, fast-math Box-Muller with each
    generator) at bandwidth-bound sizes;
-6. one end-to-end ``vaebench run`` on MNIST-sized synthetic data per kernel backend.
+6. one end-to-end ``vaebench run`` on MNIST-sized synthetic data per kernel backend;
+7. issue 13's modes: ``vaebench run --plugins conv,mlp --precision fp32,bf16,fp16
+   --compile none,default --timing-batch-sizes 64,256,1024`` (5 epochs), then with
+   ``--cuda-graphs``: throughput, best batch, peak memory, quality delta, device busy.
 
 ``--smoke`` runs on the CPU through Triton's interpreter with tiny sizes and short timing: it
 proves the script works (a test runs it), its figures are not timing claims. CUDA-graph
@@ -45,6 +48,7 @@ import torch
 from benchmarks.reparam_kl import conditions, copy_bandwidth_gbs
 from vaebench.io import atomic_write_text
 from vaebench.kernels import reparameterize_kl, reparameterize_kl_reference
+from vaebench.schema import row_label
 from vaebench.timing import time_call
 
 FIELDS = (
@@ -291,35 +295,71 @@ class Session:
             for n, d in sizes:
                 self.measure("variants", label, call, n, d, 1, False, "fp32", ("device",))
 
+    def _vaebench_run(self, step: str, label: str, folder: Path, args: list[str]) -> list[dict]:
+        """One ``vaebench run`` in a child process; its rows, or [] with a note recorded."""
+        env = dict(os.environ, **({"TRITON_INTERPRET": "1"} if self.smoke else {}))
+        command = [sys.executable, "-m", "vaebench", "run", *args, "--device", self.device.type,
+                   "--timing-min-time", "0.05" if self.smoke else "0.3", "--out", str(folder),
+                   "--overwrite", "--quiet"]  # fmt: skip
+        try:
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=max(60, self.left())
+            )
+        except subprocess.TimeoutExpired:
+            self.record.add(step=step, backend=label, note="timed out")
+            return []
+        if done.returncode != 0:
+            self.record.add(step=step, backend=label, note=done.stderr.strip()[-200:])
+            return []
+        return json.loads((folder / "results.json").read_text())
+
     def end_to_end(self) -> None:
         options = ["-D", "n_train=256", "-D", "n_test=64", "--epochs", "1"] if self.smoke else \
             ["-D", "n_train=60000", "-D", "n_test=10000", "-D", "side=28", "--epochs", "1"]  # fmt: skip
-        env = dict(os.environ, **({"TRITON_INTERPRET": "1"} if self.smoke else {}))
         for kernel in ("torch", "compile", "triton"):
             if self.left() < 60 and not self.smoke:
                 return
-            folder = self.out / f"e2e-{kernel}"
-            command = [sys.executable, "-m", "vaebench", "run", "--dataset", "synthetic", *options,
-                       "--kernel", kernel, "--device", self.device.type, "--iw-samples", "8",
-                       "--timing-min-time", "0.05" if self.smoke else "0.3", "--out", str(folder),
-                       "--overwrite", "--quiet"]  # fmt: skip
-            try:
-                done = subprocess.run(
-                    command, env=env, capture_output=True, text=True, timeout=max(60, self.left())
-                )
-            except subprocess.TimeoutExpired:
-                self.record.add(step="end-to-end", backend=kernel, note="timed out")
-                continue
-            if done.returncode != 0:
-                self.record.add(step="end-to-end", backend=kernel, note=done.stderr.strip()[-200:])
-                continue
-            row = json.loads((folder / "results.json").read_text())[0]
-            for phase in ("train", "encode", "decode"):
-                rate = row[f"{phase}_samples_per_s"]
-                self.record.add(step="end-to-end", backend=kernel, direction=phase, method="run",
-                                N=row["timing_batch_size"], D=row["latent_dim"], dtype="fp32",
-                                median_ms=1e3 * row["timing_batch_size"] / rate,
-                                note=f"{rate:,.0f} samples/s; train {row['train_seconds']:.1f} s/epoch")  # fmt: skip
+            args = ["--dataset", "synthetic", *options, "--kernel", kernel, "--iw-samples", "8"]
+            rows = self._vaebench_run("end-to-end", kernel, self.out / f"e2e-{kernel}", args)
+            for row in rows[:1]:
+                for phase in ("train", "encode", "decode"):
+                    rate = row[f"{phase}_samples_per_s"]
+                    self.record.add(step="end-to-end", backend=kernel, direction=phase, method="run",
+                                    N=row["timing_batch_size"], D=row["latent_dim"], dtype="fp32",
+                                    median_ms=1e3 * row["timing_batch_size"] / rate,
+                                    note=f"{rate:,.0f} samples/s; train {row['train_seconds']:.1f} s/epoch")  # fmt: skip
+
+    def modes(self) -> None:
+        """Issue 13's command on this device: each plugin in fp32, bf16 and fp16, eager and
+        compiled, then again with CUDA graphs; throughput curves, peak memory, quality deltas."""
+        if self.smoke:
+            runs = {"modes": ["--dataset", "synthetic", "-D", "n_train=128", "-D", "n_test=32",
+                              "--epochs", "1", "--plugins", "mlp", "--precision", "fp32,bf16",
+                              "--timing-batch-sizes", "8,16", "--iw-samples", "4"]}  # fmt: skip
+        else:
+            common = ["--plugins", "conv,mlp", "--epochs", "5", "--precision", "fp32,bf16,fp16",
+                      "--timing-batch-sizes", "64,256,1024"]  # fmt: skip
+            runs = {"modes": [*common, "--compile", "none,default"],
+                    "modes-graphs": [*common, "--cuda-graphs"]}  # fmt: skip
+        for name, args in runs.items():
+            if self.left() < 90 and not self.smoke:
+                return
+            for row in self._vaebench_run(name, name, self.out / name, args):
+                label = row_label(row)
+                if row["status"] != "ok":
+                    self.record.add(step=name, backend=label, note=row["status"][:200])
+                    continue
+                self.record.add(
+                    step=name, backend=label, direction="train", method="run",
+                    N=row["timing_batch_size"], D=row["latent_dim"], dtype=row["precision"],
+                    median_ms=1e3 * row["timing_batch_size"] / row["train_samples_per_s"],
+                    peak_mem_MB=row.get("train_peak_mb", ""),
+                    note=f"{row['train_samples_per_s']:,.0f} samples/s; best batch "
+                         f"{row.get('best_train_batch_size')}; dIW-NLL "
+                         f"{row.get('delta_iw_nll_vs_fp32_eager', 0) or 0:+.3f}; busy "
+                         f"{row.get('train_device_busy', float('nan')):.0%}; compile "
+                         f"{row.get('compile_seconds') or 0:.0f} s",
+                )  # fmt: skip
 
 
 def _ms(rows: list[dict], **match: object) -> float | None:
@@ -396,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         session.floor()
         bandwidth = ((4096, 16),) if args.smoke else ((1048576, 96), (262144, 384))
         for step in (session.runner_sizes, lambda: session.peers(bandwidth), lambda: session.variants(bandwidth),
-                     session.end_to_end):  # fmt: skip
+                     session.end_to_end, session.modes):  # fmt: skip
             if session.left() > 5:
                 step()
     text = summary(session.record.rows, conditions(session.device))

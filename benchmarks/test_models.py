@@ -81,3 +81,35 @@ def test_training_step(benchmark, synchronized, device, registry, family):
     benchmark(synchronized(step))
     if benchmark.stats is not None:
         benchmark.extra_info["samples_per_s"] = BATCH / benchmark.stats.stats.median
+
+
+MODES = [("bf16", "none"), ("fp16", "none"), ("fp32", "default"), ("bf16", "default")]
+
+
+@pytest.mark.parametrize("family", ["conv", "mlp"])
+@pytest.mark.parametrize("precision, compile_mode", MODES, ids=lambda m: str(m))
+def test_training_step_mode(
+    benchmark, synchronized, device, registry, family, precision, compile_mode
+):
+    """The training step above in another precision or compiled, through the runner's own
+    ``TrainStep`` (autocast, gradient scaler, torch.compile); fp32 eager is
+    ``test_training_step``, whose name stays as it was."""
+    from vaebench.modes import Mode, TrainStep, optimizer_for
+
+    torch.manual_seed(0)
+    spec = ModelSpec(family, "normal", "bernoulli", INPUT_SHAPE, LATENT)
+    model = build_model(registry, spec).to(device)
+    mode = Mode(precision, compile_mode)
+    objective = registry.get("model", "vae").factory()
+    step = TrainStep(model, objective, optimizer_for(model, 1e-3, mode), mode, torch.device(device))
+    x = batch(device)
+    step.precompile([x])  # compiling stays out of the timed rounds
+
+    benchmark.group = "training step"
+    benchmark.extra_info.update(
+        {"family": family, "batch": BATCH, "device": str(device), "precision": precision,
+         "compile": compile_mode, "compile_seconds": step.compile_seconds}
+    )  # fmt: skip
+    benchmark(synchronized(lambda: step(x)))
+    if benchmark.stats is not None:
+        benchmark.extra_info["samples_per_s"] = BATCH / benchmark.stats.stats.median

@@ -62,10 +62,10 @@ def _compiled_reference():
 
 
 def _draw_noise(shape: tuple[int, ...], like: torch.Tensor, seed: int | None) -> torch.Tensor:
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=like.device).manual_seed(int(seed))
     cdt = torch.float64 if like.dtype == torch.float64 else torch.float32
+    if seed is None:  # no generator argument at all: torch.compile traces it with dynamic shapes
+        return torch.randn(shape, device=like.device, dtype=cdt)
+    generator = torch.Generator(device=like.device).manual_seed(int(seed))
     return torch.randn(shape, generator=generator, device=like.device, dtype=cdt)
 
 

@@ -367,6 +367,9 @@ class Variant:
         return cls(noise, rng, fast_math, (block_n, block_d) if block_n else None)
 
 
+DEFAULT = Variant()
+
+
 def z_shape(n: int, d: int, samples: int) -> tuple[int, ...]:
     # With one sample the outputs are (N, D) and (N,) themselves, never slices of a (1, ...)
     # buffer: a slice's backward would allocate zeros and copy the gradient into them.
@@ -384,7 +387,7 @@ def launch_forward(
     key: torch.Tensor,
     samples: int,
     return_log_q: bool,
-    variant: Variant = Variant(),
+    variant: Variant = DEFAULT,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``z``, ``kl``, ``log_q`` (a placeholder without ``return_log_q``) and the stored noise
     (``noise="store"`` only, else None). ``key``: the int64 Philox key on ``mu``'s device."""
@@ -437,7 +440,7 @@ def launch_backward(
     grad_kl: torch.Tensor | None,
     grad_log_q: torch.Tensor | None,
     recover: bool = False,
-    variant: Variant = Variant(),
+    variant: Variant = DEFAULT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both gradients. ``noise_source``: the injected or stored noise, or with ``recover`` the
     forward's ``z``; None when the kernel redraws the noise from ``key``."""

@@ -981,6 +981,6 @@ class TestSignals:
         lines = stderr.strip().splitlines()
         assert len(lines) <= 1 and all(line.startswith("vaebench: ") for line in lines), show(done)
         rows = (out / "results.csv").read_text().splitlines()
-        assert len(rows) == 2 and rows[1].startswith("vae,mlp,normal,ok,"), rows
+        assert len(rows) == 2 and rows[1].startswith("vae,mlp,normal,fp32,none,ok,"), rows
         assert checkpoints, "the finished model saved no checkpoint"
         assert_kept(checkpoints, out / "checkpoints")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from vaebench.errors import VaebenchError
 from vaebench.io import load_run, read_json
-from vaebench.schema import MISSING, SPEEDS, column, is_missing
+from vaebench.schema import MISSING, SPEEDS, column, is_missing, row_label, with_mode_defaults
 from vaebench.seeds import Difference, by_model, difference, values
 
 NLL_KEYS = ("iw_nll", "neg_elbo")  # the first one present is compared
@@ -60,7 +60,7 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
             frame = pd.read_csv(path / "sweep.csv")
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise VaebenchError(f"{path / 'sweep.csv'}: unreadable ({exc})") from None
-        rows = frame.to_dict("records")
+        rows = [with_mode_defaults(row) for row in frame.to_dict("records")]
         # A sweep's other axes (latent_dim=8, ...) tell its groups apart: they join the name.
         axes = [c for c in frame.columns if c.startswith("axis.") and c not in SEEDLESS_AXES]
         for row in rows:
@@ -107,7 +107,7 @@ def compare_runs(
 ) -> Comparison:
     """Each model of both runs (all its seeds), compared on its NLL and throughputs."""
     base, new = by_model(load_rows(base_dir)), by_model(load_rows(new_dir))
-    label = {key: f"{key[0]}:{key[1]}/{key[2]}" for key in (*base, *new)}
+    label = {key: row_label(rows[0]) for key, rows in (*base.items(), *new.items())}
     only_base = [label[k] for k in base if k not in new]
     only_new = [label[k] for k in new if k not in base]
     both = [k for k in base if k in new]

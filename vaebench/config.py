@@ -21,6 +21,8 @@ from vaebench.errors import ConfigError
 from vaebench.kernels import BACKENDS
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 BINARIZE = ("none", "static", "dynamic")
 DATA_ENV = "VAEBENCH_DATA"  # where tasks find their files when --data-root is not given
 
@@ -80,6 +82,10 @@ class RunConfig:
     seeds: list[int] = option([], "run every model once per seed (a row each; tables show mean ± std, compare tests significance); replaces --seed", aliases=("seed_list",))
     device: str = option("auto", "where to run", choices=DEVICES)
     kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
+    precision: list[str] = option(["fp32"], "precisions to run each model in (a row each): fp32; bf16, fp16 (autocast, fp16 with a gradient scaler); tf32 (CUDA matmuls)", choices=PRECISIONS, aliases=("precisions",))
+    compile: list[str] = option(["none"], "torch.compile modes to run each model in (a row each): the training step and the encode/decode calls; compile time is its own column", choices=COMPILE_MODES, aliases=("compile_modes",))
+    cuda_graphs: bool = option(False, "capture each training step in a CUDA graph and replay it per batch (CUDA; --kl-warmup 0)")
+    timing_batch_sizes: list[int] = option([], "batch sizes to time train/encode/decode at (a throughput and peak-memory curve per model); the training batch (at most 256) is always timed", low=1)
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
     timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
     track: list[str] = option([], "experiment trackers to tell about each model: mlflow, tensorboard (or a plugin's); the run's files stay the source of truth")
@@ -90,6 +96,12 @@ class RunConfig:
     given: list[str] = option([], "the settings chosen by the user (flags or sweep keys), not by defaults or a task", internal=True)
     protocol: str | None = option(None, "the task and version run, and which of its protocol settings were changed", internal=True)
     # fmt: on
+
+    def modes(self) -> list[tuple[str, str]]:
+        """(precision, compile) of every row per model, fp32 eager first when asked for: the
+        reference the others' quality is compared with."""
+        combos = [(p, c) for p in self.precision for c in self.compile]
+        return sorted(combos, key=lambda m: m != ("fp32", "none"))
 
     def seed_list(self) -> list[int]:
         """The seeds every model runs with: ``--seeds``, else ``--seed``."""
@@ -139,7 +151,21 @@ class RunConfig:
             resolve_backend(self.kernel, device)
         except ValueError as exc:
             raise ConfigError(f"--kernel {self.kernel}: {exc}") from None
+        self.check_modes(device)
         return dataclasses.replace(self, device=device, out=str(self.out or default_out_dir()))
+
+    def check_modes(self, device: str) -> None:
+        """Precisions, compile modes and graphs this device can run, before anything starts."""
+        import torch
+
+        from vaebench.modes import Mode
+
+        for precision, compile_mode in self.modes():
+            Mode(precision, compile_mode, self.cuda_graphs).check(torch.device(device))
+        if self.cuda_graphs and self.kl_warmup:
+            raise ConfigError(
+                "--cuda-graphs freezes the KL weight in the captured step; use --kl-warmup 0"
+            )
 
     def check_option_keys(self, registry) -> None:
         """Every ``-D/-L/-P`` key is an option of a component this run uses (a sweep checks
@@ -225,7 +251,7 @@ def check(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")
     elif kind == list[int]:
-        value = _seeds(value)
+        value = _whole_numbers(value, int(spec.low or 0))
     elif kind == list[str]:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
@@ -240,27 +266,30 @@ def check(name: str, value: Any) -> Any:
             raise ValueError(f"expected a table of KEY = number or text, got {value!r}")
     elif not (isinstance(value, str) or (value is None and FIELDS[name].default is None)):
         raise ValueError(f"expected text, got {value!r}")
-    if spec.choices is not None and value not in spec.choices:
-        raise ValueError(f"'{value}' is not one of: {', '.join(spec.choices)}")
+    if spec.choices is not None:
+        for item in value if isinstance(value, list) else [value]:
+            if item not in spec.choices:
+                raise ValueError(f"'{item}' is not one of: {', '.join(spec.choices)}")
     return value
 
 
-def _seeds(value: Any) -> list[int]:
-    """Whole numbers >= 0 from ``"0,1,2"`` or a list, duplicates dropped, order kept."""
+def _whole_numbers(value: Any, low: int) -> list[int]:
+    """Whole numbers >= ``low`` from ``"0,1,2"`` or a list, duplicates dropped, order kept."""
     items = value.split(",") if isinstance(value, str) else value
+    wanted = f"expected whole numbers >= {low}, comma-separated"
     if not isinstance(items, list):
-        raise ValueError(f"expected whole numbers >= 0, comma-separated, got {value!r}")
-    seeds = []
+        raise ValueError(f"{wanted}, got {value!r}")
+    numbers = []
     for item in items:
         text = item.strip() if isinstance(item, str) else item
         if isinstance(text, str) and text.isdigit():
             text = int(text)
-        if isinstance(text, bool) or not isinstance(text, int) or text < 0:
-            raise ValueError(f"expected whole numbers >= 0, comma-separated, got {item!r}")
-        seeds.append(text)
-    if not seeds:
-        raise ValueError("needs at least one seed")
-    return list(dict.fromkeys(seeds))
+        if isinstance(text, bool) or not isinstance(text, int) or text < low:
+            raise ValueError(f"{wanted}, got {item!r}")
+        numbers.append(text)
+    if not numbers:
+        raise ValueError("needs at least one number")
+    return list(dict.fromkeys(numbers))
 
 
 def from_text(name: str, text: Any) -> Any:
@@ -366,7 +395,7 @@ def accepts(name: str) -> str:
     """What a field accepts, in words: its choices, bounds or shape."""
     spec, kind = meta(name), TYPES[name]
     if spec.choices:
-        return " / ".join(spec.choices)
+        return " / ".join(spec.choices) + (", comma-separated" if kind == list[str] else "")
     if kind in (int, float):
         low = "" if spec.low is None else f"{'>' if spec.above else '>='} {spec.low:g}"
         high = "" if spec.below is None else f"< {spec.below:g}"

@@ -19,7 +19,14 @@ from typing import Any
 import pandas as pd
 
 from vaebench.errors import VaebenchError
-from vaebench.schema import CORE_KEYS, IDENTITY, metric_columns, ordered_keys, row_label
+from vaebench.schema import (
+    CORE_KEYS,
+    IDENTITY,
+    metric_columns,
+    ordered_keys,
+    row_label,
+    with_mode_defaults,
+)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -205,6 +212,8 @@ def load_run(path: Path) -> Run:
         raise VaebenchError(f"{path}: no such run folder")
     results_path = path / "results.json"
     rows = read_json(results_path)
+    if isinstance(rows, list):
+        rows = [with_mode_defaults(r) if isinstance(r, dict) else r for r in rows]
     check_rows(rows, results_path)
     history = read_json(path / "history.json", {})
     check_history(history, path / "history.json")

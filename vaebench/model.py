@@ -30,6 +30,11 @@ class LossTerms:
         return self.recon + self.kl
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 to fp32 (a network's output under autocast); other dtypes unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class VAE(nn.Module):
     """``-ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z))`` with q a diagonal Gaussian.
 
@@ -58,20 +63,22 @@ class VAE(nn.Module):
         self.param_shape = param_shape  # what decode must return per example, when known
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``, fp32 even when the encoder ran in bf16/fp16 under autocast."""
         mu, logvar = self.encoder(x)
         if mu.shape != (x.shape[0], self.latent_dim) or logvar.shape != mu.shape:
             raise RuntimeError(
                 f"encoder returned mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)}; "
                 f"expected ({x.shape[0]}, {self.latent_dim}) each"
             )
-        return mu, logvar
+        return full_precision(mu), full_precision(logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters, fp32 (likelihood sums stay out of low precision)."""
         params = self.decoder(z)
         expected = (z.shape[0], *self.param_shape) if self.param_shape is not None else None
         if expected is not None and tuple(params.shape) != expected:
             raise RuntimeError(f"decoder returned shape {tuple(params.shape)}; expected {expected}")
-        return params
+        return full_precision(params)
 
     def kl_term(self, mu, logvar, z, fused_kl, log_q) -> torch.Tensor:
         if getattr(self.prior, "standard_normal", False):

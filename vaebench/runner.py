@@ -45,6 +45,7 @@ from vaebench.model import (
     call_factory,
     check_option_keys,
 )
+from vaebench.modes import EAGER, Mode, peak_memory_mb
 from vaebench.registry import Registry
 from vaebench.schema import columns_of, metric_columns, row_label, row_stem
 from vaebench.timing import Timing, measure_model, measure_reparam_kl
@@ -222,16 +223,20 @@ class RunContext:
         }
 
     def grid(self):
-        """(model name, objective, plugin, prior) for every combination to run.
+        """(model name, objective, plugin, prior, mode) for every combination to run.
 
         The AE family trains without a prior: each AE-family model runs once per plugin, with
         prior ``normal``, which only says where its "prior samples" are drawn (N(0, I)).
+        Each model runs in every (precision, compile) mode, fp32 eager first.
         """
-        for name in self.config.models:
+        config = self.config
+        for name in config.models:
             objective = self.registry.get("model", name).factory(**self.objective_options())
-            priors = self.config.priors if objective.variational else ["normal"]
-            for plugin, prior in itertools.product(self.config.plugins, priors):
-                yield name, objective, plugin, prior
+            priors = config.priors if objective.variational else ["normal"]
+            for plugin, prior in itertools.product(config.plugins, priors):
+                for precision, compile_mode in config.modes():
+                    mode = Mode(precision, compile_mode, config.cuda_graphs)
+                    yield name, objective, plugin, prior, mode
 
 
 def run(
@@ -269,9 +274,15 @@ def run(
     trackers.start(out.name, config.to_dict())
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
+    references: dict[tuple[Any, ...], dict[str, Any]] = {}  # fp32 eager rows by model and seed
     for seed in config.seed_list():
-        for name, objective, plugin, prior in context.grid():
-            row, history = run_one(context, name, objective, plugin, prior, reporter, seed)
+        for name, objective, plugin, prior, mode in context.grid():
+            row, history = run_one(context, name, objective, plugin, prior, reporter, seed, mode)
+            same_model = (name, plugin, prior, seed)
+            if mode.is_reference:
+                references[same_model] = row
+            elif same_model in references:
+                row.update(quality_deltas(row, references[same_model]))
             rows.append(row)
             if history is not None:
                 histories[row_label(row, context.seeded)] = history
@@ -322,6 +333,16 @@ def finish_trackers(trackers: Trackers, out: Path, registry: Registry) -> None:
     trackers.finish([out / name for name in names])
 
 
+def quality_deltas(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
+    """What a mode costs in nats: this row's NLLs minus those of its fp32 eager twin."""
+    deltas = {}
+    for key in ("iw_nll", "recon_nll"):
+        mine, theirs = row.get(key), reference.get(key)
+        if isinstance(mine, float) and isinstance(theirs, float):
+            deltas[f"delta_{key}_vs_fp32_eager"] = mine - theirs
+    return deltas
+
+
 def run_one(
     context: RunContext,
     name: str,
@@ -330,6 +351,7 @@ def run_one(
     prior: str,
     reporter: Reporter,
     seed: int | None = None,
+    mode: Mode = EAGER,
 ) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """Build, train, evaluate, time and save one model; a failure stays in its own row.
 
@@ -342,6 +364,9 @@ def run_one(
         "model": name,
         "plugin": plugin,
         "prior": prior,
+        "precision": mode.precision,
+        "compile": mode.compile,
+        "cuda_graphs": mode.cuda_graphs,
         "dataset": context.dataset.name,
         "likelihood": context.likelihood,
         "family": "vae" if objective.variational else "ae",
@@ -377,7 +402,9 @@ def run_one(
             context.registry, spec, kernel_backend=config.kernel, examples=examples
         ).to(context.device)
         row["parameters"] = sum(p.numel() for p in model.parameters())
-        row.update(untrained(model, objective, context.x_test))
+        mode.prepare(model)
+        with mode.autocast(context.device):
+            row.update(untrained(model, objective, context.x_test))
         total_steps = config.epochs * context.steps_per_epoch
         with reporter.progress(f"training {row_label(row, context.seeded)}", total_steps):
             outcome = train(
@@ -392,6 +419,7 @@ def run_one(
                 patience=config.patience,
                 batch_transform=sample_binary if config.binarize == "dynamic" else None,
                 on_step=reporter.advance,
+                mode=mode,
             )
         history = outcome.history
         row["train_seconds"] = outcome.seconds
@@ -402,8 +430,17 @@ def run_one(
             watched = watched_key(objective)
             row[watched] = outcome.history[outcome.best_epoch - 1][watched]
         if not outcome.diverged:
-            row.update(evaluate(model, objective, context, reporter, seed))
-            row.update(throughput(model, objective, context.timing_batch, config))
+            quality: dict[str, Any] = {}
+
+            def evaluation() -> None:
+                with mode.autocast(context.device):
+                    quality.update(evaluate(model, objective, context, reporter, seed))
+
+            row["eval_peak_mb"] = peak_memory_mb(evaluation, context.device)
+            row.update(quality)
+            row.update(throughput(model, objective, context, mode))
+            if mode.compile != "none":
+                row["compile_seconds"] = outcome.compile_seconds + row["compile_seconds"]
             path = out / "checkpoints" / f"{row_stem(row, context.seeded)}.pt"
             save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
             row["checkpoint"] = str(path.relative_to(out))
@@ -513,14 +550,39 @@ def evaluate(
 
 
 def throughput(
-    model: VAE, objective: Objective, batch: torch.Tensor, config: RunConfig
+    model: VAE, objective: Objective, context: RunContext, mode: Mode = EAGER
 ) -> dict[str, Any]:
+    """Train/encode/decode throughput and peak memory at the run's timing batch, and at each
+    ``--timing-batch-sizes`` batch (the curve and its best training batch size)."""
+    config = context.config
+    default = context.timing_batch.shape[0]
+    curve = list(config.timing_batch_sizes)
     timings = measure_model(
-        model, objective, batch, lr=config.lr, min_run_time=config.timing_min_time
+        model,
+        objective,
+        context.x_train,
+        [default, *curve],
+        lr=config.lr,
+        min_run_time=config.timing_min_time,
+        mode=mode,
     )
-    result: dict[str, Any] = {"timing_batch_size": batch.shape[0]}
-    for name, timing in timings.items():
-        result[f"{name}_samples_per_s"] = timing.samples_per_s
-        result[f"{name}_spread"] = timing.relative_spread
-        result[f"{name}_timed_runs"] = timing.runs
+    result: dict[str, Any] = {
+        "timing_batch_size": default,
+    }
+    if not math.isnan(timings.device_busy):  # measured on CUDA only
+        result["train_device_busy"] = timings.device_busy
+    if mode.compile != "none":
+        result["compile_seconds"] = timings.compile_seconds
+    for phase, figure in timings.figures[default].items():
+        result[f"{phase}_samples_per_s"] = figure.timing.samples_per_s
+        result[f"{phase}_spread"] = figure.timing.relative_spread
+        result[f"{phase}_timed_runs"] = figure.timing.runs
+        result[f"{phase}_peak_mb"] = figure.peak_mb
+    for size in curve:
+        for phase, figure in timings.figures[size].items():
+            result[f"{phase}_samples_per_s_at_{size}"] = figure.timing.samples_per_s
+            result[f"{phase}_peak_mb_at_{size}"] = figure.peak_mb
+    if curve:
+        speed = {size: timings.figures[size]["train"].timing.samples_per_s for size in curve}
+        result["best_train_batch_size"] = max(speed, key=speed.get)
     return result

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 MISSING = "–"  # how an absent value reads in every table
-IDENTITY = ("model", "plugin", "prior")  # what one row is; runs are joined on it
-METRIC_GROUPS = ("quality", "samples", "throughput")  # aggregated over seeds, compared, tabled
+# What one row is; runs are joined on it. The mode keys (precision, compile) read as their
+# default in rows written before they existed, and labels name them only when not default.
+IDENTITY = ("model", "plugin", "prior", "precision", "compile")
+MODE_DEFAULTS = {"precision": "fp32", "compile": "none"}
+# Aggregated over seeds, compared, tabled:
+METRIC_GROUPS = ("quality", "samples", "throughput", "memory", "curve")
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,14 @@ class Column:
             return None
         return re.compile(re.sub(r"\\\{\w+\\\}", r"(\\w+)", re.escape(self.key)) + "$")
 
+    @property
+    def placeholder(self) -> str:
+        """The name in braces of a templated key: ``backend`` or ``batch``."""
+        return re.search(r"\{(\w+)\}", self.key).group(1)
+
     def expand(self, keys: Iterable[str]) -> list[Column]:
-        """This column, or one concrete column per key matching its template."""
+        """This column, or one concrete column per key matching its template (batch sizes
+        in numeric order)."""
         pattern = self.template
         if pattern is None:
             return [self]
@@ -63,21 +73,21 @@ class Column:
         for key in keys:
             match = pattern.match(key)
             if match:
-                name = match.group(1)
+                fill = {self.placeholder: match.group(1)}
                 found.append(
                     Column(
                         key,
-                        self.header.format(backend=name),
+                        self.header.format(**fill),
                         self.group,
                         self.meaning,
                         self.unit,
                         self.fmt,
                         self.better,
                         self.headline,
-                        self.spread.format(backend=name) if self.spread else None,
+                        self.spread.format(**fill) if self.spread else None,
                     )
                 )
-        return sorted(found, key=lambda c: c.key)
+        return sorted(found, key=lambda c: _natural(c.key))
 
 
 # One row per column, in CSV order; a table reads best as a table.
@@ -86,6 +96,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("model", "model", "identity", "training objective (--model)"),
     Column("plugin", "plugin", "identity", "encoder/decoder family (--plugins)"),
     Column("prior", "prior", "identity", "prior p(z) (--prior); `normal` for the AE family"),
+    Column("precision", "precision", "identity", "`fp32`, `bf16`, `fp16` (autocast around the networks; likelihoods and metrics in fp32) or `tf32` (--precision)"),
+    Column("compile", "compile", "identity", "`none` or the torch.compile mode of the training step and encode/decode (--compile)"),
     Column("status", "status", "status", "`ok`, `diverged at step N` or `failed: <error>`"),
     Column("dataset", "dataset", "setting", "dataset name, file or task"),
     Column("protocol", "protocol", "setting", "the task run (`name@version`) and the protocol settings changed from it, e.g. `static-mnist@1 (modified: epochs)`"),
@@ -103,6 +115,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("seed", "seed", "setting", "random seed"),
     Column("device", "device", "setting", "`cpu` or `cuda`"),
     Column("kernel_backend", "kernel", "setting", "reparameterization + KL backend in use"),
+    Column("cuda_graphs", "CUDA graphs", "setting", "training steps captured in a CUDA graph and replayed (--cuda-graphs)"),
     Column("iw_samples", "K", "setting", "importance samples K of `iw_nll`"),
     Column("n_train", "train examples", "setting", "training-split size"),
     Column("n_valid", "valid examples", "setting", "validation-split size (early stopping and the best epoch read it, nothing else)"),
@@ -120,6 +133,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("probe_accuracy", "probe acc", "quality", "linear probe on posterior means, fit on at most 10,000 training codes (labelled data only)", fmt=".3f", better="higher", headline=True),
     Column("valid_neg_elbo", "valid -ELBO", "quality", "validation -ELBO at the best epoch (VAE family)", unit="nats", fmt=".2f", better="lower"),
     Column("valid_loss", "valid loss", "quality", "validation loss at the best epoch (AE family: the objective)", unit="nats", fmt=".2f", better="lower"),
+    Column("delta_iw_nll_vs_fp32_eager", "ΔIW-NLL vs fp32 eager", "quality", "iw_nll minus that of the fp32, uncompiled row of the same model and seed in this run: the quality cost of this row's precision and compilation", unit="nats", fmt="+.3f"),
+    Column("delta_recon_nll_vs_fp32_eager", "Δrecon vs fp32 eager", "quality", "recon_nll minus the fp32 eager row's (every family)", unit="nats", fmt="+.3f"),
     Column("neg_elbo_untrained", "untrained -ELBO", "quality", "-ELBO before the first step (VAE family)", unit="nats", fmt=".2f"),
     Column("recon_nll_untrained", "untrained recon", "quality", "reconstruction NLL before the first step (AE family)", unit="nats", fmt=".2f"),
     Column("sample_fd", "sample FD", "samples", "Frechet distance of classifier features, test images vs decoded prior samples", fmt=".2f", better="lower", headline=True),
@@ -132,7 +147,20 @@ COLUMNS: tuple[Column, ...] = (
     Column("encode_samples_per_s", "encode samples/s", "throughput", "encoder forward", unit="samples/s", fmt=",.0f", better="higher", spread="encode_spread"),
     Column("decode_samples_per_s", "decode samples/s", "throughput", "decoder forward", unit="samples/s", fmt=",.0f", better="higher", spread="decode_spread"),
     Column("reparam_kl_{backend}_samples_per_s", "reparam+KL {backend} samples/s", "throughput", "`reparameterize_kl` forward + backward alone, per timed backend", unit="samples/s", fmt=",.0f", better="higher", spread="reparam_kl_{backend}_spread"),
-    Column("train_seconds", "train time", "throughput", "wall time of training", unit="s", fmt=".1f", better="lower"),
+    Column("train_seconds", "train time", "throughput", "wall time of training, compiling excluded", unit="s", fmt=".1f", better="lower"),
+    Column("compile_seconds", "compile time", "throughput", "wall time of the first (compiling) calls: the training step at the full and last batch shapes, and train/encode/decode at each timing batch", unit="s", fmt=".1f", better="lower"),
+    Column("train_device_busy", "device busy", "throughput", "CUDA: the training step's kernel time over its wall time (well below 1: launch-bound, graphs would pay); empty on the CPU", fmt=".0%"),
+    Column("train_peak_mb", "train peak", "memory", "peak tensor memory of one training step above what was live before it (CUDA: max_memory_allocated; CPU: the profiler's allocation events)", unit="MiB", fmt=",.1f", better="lower"),
+    Column("encode_peak_mb", "encode peak", "memory", "the same for one encoder call", unit="MiB", fmt=",.1f", better="lower"),
+    Column("decode_peak_mb", "decode peak", "memory", "the same for one decoder call", unit="MiB", fmt=",.1f", better="lower"),
+    Column("eval_peak_mb", "eval peak", "memory", "the same for the whole test-split evaluation (IW-NLL included)", unit="MiB", fmt=",.1f", better="lower"),
+    Column("best_train_batch_size", "best train batch", "curve", "the timed batch size with the highest training throughput (--timing-batch-sizes)"),
+    Column("train_samples_per_s_at_{batch}", "train samples/s @{batch}", "curve", "training-step throughput at each --timing-batch-sizes batch (examples cycled when the split is smaller)", unit="samples/s", fmt=",.0f", better="higher"),
+    Column("encode_samples_per_s_at_{batch}", "encode samples/s @{batch}", "curve", "encoder throughput at each timed batch", unit="samples/s", fmt=",.0f", better="higher"),
+    Column("decode_samples_per_s_at_{batch}", "decode samples/s @{batch}", "curve", "decoder throughput at each timed batch", unit="samples/s", fmt=",.0f", better="higher"),
+    Column("train_peak_mb_at_{batch}", "train peak @{batch}", "curve", "training-step peak memory at each timed batch", unit="MiB", fmt=",.1f", better="lower"),
+    Column("encode_peak_mb_at_{batch}", "encode peak @{batch}", "curve", "encoder peak memory at each timed batch", unit="MiB", fmt=",.1f", better="lower"),
+    Column("decode_peak_mb_at_{batch}", "decode peak @{batch}", "curve", "decoder peak memory at each timed batch", unit="MiB", fmt=",.1f", better="lower"),
     Column("kl_per_dim", "KL per dim", "detail", "closed-form KL per latent unit (JSON list in the CSV)"),
     Column("train_spread", "train IQR", "detail", "IQR / median of the train figure", fmt=".1%"),
     Column("encode_spread", "encode IQR", "detail", "IQR / median of the encode figure", fmt=".1%"),
@@ -193,19 +221,52 @@ def metric_columns(keys: Iterable[str] | None = None) -> list[Column]:
     return found
 
 
+def _natural(key: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def modes_of(row: Mapping[str, Any]) -> list[str]:
+    """The row's non-default modes as words: ``["bf16", "compile=default"]``; [] for fp32 eager."""
+    words = []
+    for key, default in MODE_DEFAULTS.items():
+        value = row.get(key) or default
+        if value != default:
+            words.append(value if key == "precision" else f"{key}={value}")
+    return words
+
+
 def row_label(row: Mapping[str, Any], seeded: bool = False) -> str:
-    """``model:plugin/prior``: how every table, figure and message names a row; ``seeded``
-    adds `` seed N`` (a run with several seeds has a row per model and seed)."""
-    label = "{}:{}/{}".format(*(row[k] for k in IDENTITY))
+    """``model:plugin/prior``: how every table, figure and message names a row; a mode other
+    than fp32 eager adds `` [bf16, compile=default]``; ``seeded`` adds `` seed N`` (a run
+    with several seeds has a row per model and seed)."""
+    label = "{}:{}/{}".format(*(row[k] for k in IDENTITY[:3]))
+    modes = modes_of(row)
+    if modes:
+        label += f" [{', '.join(modes)}]"
     return f"{label} seed {row['seed']}" if seeded else label
 
 
 def row_stem(row: Mapping[str, Any], seeded: bool = False) -> str:
     """The row's label as a file name stem (checkpoints, error files)."""
-    stem = "{}-{}__{}".format(*(row[k] for k in IDENTITY)) + (
-        f"__seed{row['seed']}" if seeded else ""
-    )
+    stem = "{}-{}__{}".format(*(row[k] for k in IDENTITY[:3]))
+    stem += "".join(f"__{word}" for word in modes_of(row))
+    stem += f"__seed{row['seed']}" if seeded else ""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+
+
+def with_mode_defaults(row: dict[str, Any]) -> dict[str, Any]:
+    """A row from before the mode columns existed reads as fp32 eager, which it was."""
+    for key, default in MODE_DEFAULTS.items():
+        if is_missing(row.get(key)):
+            row[key] = default
+    return row
+
+
+def template_members(template_key: str, keys: Iterable[str]) -> list[tuple[str, str]]:
+    """(filled value, key) of each key of a declared ``{...}`` column family, in natural order:
+    ``template_members("train_samples_per_s_at_{batch}", keys)`` -> [("64", ...), ("256", ...)]."""
+    declared = next(c for c in COLUMNS if c.key == template_key)
+    return [(declared.template.match(c.key).group(1), c.key) for c in declared.expand(keys)]
 
 
 def columns_markdown() -> str:

@@ -6,10 +6,9 @@ timed block and picks a block size that makes the timer's own overhead negligibl
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +16,14 @@ from torch.utils import benchmark
 
 from vaebench.kernels import reparameterize_kl
 from vaebench.model import VAE, Objective
+from vaebench.modes import (
+    EAGER,
+    Mode,
+    TrainStep,
+    device_busy_fraction,
+    optimizer_for,
+    peak_memory_mb,
+)
 
 WARMUP_CALLS = 3
 
@@ -80,40 +87,93 @@ def time_call(
     return summarize(timer_.blocked_autorange(min_run_time=min_run_time).times, batch_size)
 
 
+PHASES = ("train", "encode", "decode")
+
+
+@dataclass(frozen=True)
+class PhaseFigure:
+    """One phase at one batch size: its timing and its peak memory."""
+
+    timing: Timing
+    peak_mb: float
+
+
+@dataclass
+class ModelTimings:
+    """Every figure of one model: ``figures[batch_size][phase]``, plus compile time and (on
+    CUDA) the share of the training step's wall time its kernels kept the device busy."""
+
+    figures: dict[int, dict[str, PhaseFigure]] = field(default_factory=dict)
+    compile_seconds: float = 0.0
+    device_busy: float = float("nan")
+
+
+def repeat_to(x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A batch of ``batch_size`` examples from ``x``, cycling when it holds fewer: content
+    does not change a step's cost, so small datasets still time large batches."""
+    index = torch.arange(batch_size, device=x.device) % x.shape[0]
+    return x[index]
+
+
 def measure_model(
-    model: VAE, objective: Objective, batch: torch.Tensor, *, lr: float, min_run_time: float
-) -> dict[str, Timing]:
-    """Training step (objective forward, backward, Adam step), encode and decode throughput.
+    model: VAE,
+    objective: Objective,
+    x: torch.Tensor,
+    batch_sizes: Sequence[int],
+    *,
+    lr: float,
+    min_run_time: float,
+    mode: Mode = EAGER,
+) -> ModelTimings:
+    """Training step (the mode's ``TrainStep``: forward, backward, Adam), encode and decode
+    throughput and peak memory at each batch size, examples drawn from ``x``.
 
-    The training step runs on a deep copy so that timing never changes the evaluated model.
+    The training steps change the weights, so they are saved before and restored after:
+    timing never changes the evaluated model. The first calls of a compiled mode compile;
+    they are timed apart (``compile_seconds``) and never enter a throughput figure.
     """
-    device = batch.device
-    scratch = copy.deepcopy(model).train()
-    optimizer = torch.optim.Adam(scratch.parameters(), lr=lr)
+    device = x.device
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = ModelTimings()
+    try:
+        model.train()
+        step = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
+        for size in dict.fromkeys(batch_sizes):
+            batch = repeat_to(x, size)
+            with torch.no_grad(), mode.autocast(device):
+                z = model.encode(batch)[0].detach()
 
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        objective.loss(scratch, batch, 0)[0].backward()
-        optimizer.step()
+            def encode(batch=batch) -> None:
+                with torch.no_grad(), mode.autocast(device):
+                    model.encode(batch)
 
-    model.eval()
-    with torch.no_grad():
-        z = model.encode(batch)[0].detach()
+            def decode(z=z) -> None:
+                with torch.no_grad(), mode.autocast(device):
+                    model.decode(z)
 
-    def encode() -> None:
-        with torch.no_grad():
-            model.encode(batch)
-
-    def decode() -> None:
-        with torch.no_grad():
-            model.decode(z)
-
-    n = batch.shape[0]
-    return {
-        "train": time_call(train_step, batch_size=n, device=device, min_run_time=min_run_time),
-        "encode": time_call(encode, batch_size=n, device=device, min_run_time=min_run_time),
-        "decode": time_call(decode, batch_size=n, device=device, min_run_time=min_run_time),
-    }
+            calls = {
+                "train": lambda batch=batch: step(batch, 0),
+                "encode": encode,
+                "decode": decode,
+            }
+            if mode.compile != "none":
+                started = time.perf_counter()
+                for call in calls.values():
+                    call()  # compiles this shape
+                result.compile_seconds += time.perf_counter() - started
+            result.figures[size] = {
+                phase: PhaseFigure(
+                    time_call(call, batch_size=size, device=device, min_run_time=min_run_time),
+                    peak_memory_mb(call, device),
+                )
+                for phase, call in calls.items()
+            }
+            if size == batch_sizes[0]:
+                result.device_busy = device_busy_fraction(calls["train"], device)
+    finally:
+        model.load_state_dict(saved)
+        model.eval()
+    return result
 
 
 def measure_reparam_kl(

@@ -14,6 +14,7 @@ import torch
 
 from vaebench.metrics import decode_batch
 from vaebench.model import VAE, Objective
+from vaebench.modes import EAGER, Mode, TrainStep, optimizer_for
 
 HISTORY_KEYS = ("loss", "recon", "kl")
 VALID_SEED = 12345  # the same noise every epoch, so validation curves compare epochs, not draws
@@ -29,6 +30,7 @@ class TrainOutcome:
     seconds: float = 0.0
     best_epoch: int | None = None  # the epoch whose weights the model holds at the end
     stopped_early: bool = False
+    compile_seconds: float = 0.0  # spent compiling before the first step (not in ``seconds``)
 
     @property
     def diverged(self) -> bool:
@@ -90,6 +92,7 @@ def train(
     patience: int = 0,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_step: Callable[[], None] | None = None,
+    mode: Mode = EAGER,
 ) -> TrainOutcome:
     """Train in place on ``objective`` for at most ``epochs`` epochs.
 
@@ -97,13 +100,18 @@ def train(
     the lowest validation figure (``watched_key``) are restored at the end, and ``patience``
     > 0 stops training after that many epochs without improvement. ``batch_transform`` maps
     each training batch before its step (dynamic binarization draws a fresh sample there).
-    A NaN or infinite loss stops with ``diverged at step N``.
+    A NaN or infinite loss stops with ``diverged at step N``. ``mode`` sets precision,
+    compilation and CUDA graphs (``vaebench.modes``); compiling happens before the clock
+    starts and is reported as ``compile_seconds``.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    order_rng = torch.Generator().manual_seed(seed)
-    outcome = TrainOutcome()
-    started = time.perf_counter()
+    device = x_train.device
+    step_fn = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
     n = x_train.shape[0]
+    outcome = TrainOutcome()
+    shapes = [x_train[: min(batch_size, n)], x_train[: n % batch_size or batch_size]]
+    outcome.compile_seconds = step_fn.precompile(shapes)
+    order_rng = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
     watched = watched_key(objective)
     best_value, best_state = math.inf, None
     model.train()
@@ -119,15 +127,13 @@ def train(
             xb = x_train[order[start : start + batch_size]]
             if batch_transform is not None:
                 xb = batch_transform(xb)
-            loss, terms = objective.loss(model, xb, outcome.steps)
+            loss, terms = step_fn.forward(xb, outcome.steps)
             outcome.steps += 1
             if not torch.isfinite(loss):
                 outcome.status = f"diverged at step {outcome.steps}"
                 outcome.seconds = time.perf_counter() - started
                 return outcome
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step_fn.update(loss)
             b = xb.shape[0]
             seen += b
             sums["loss"] += loss.detach().double() * b
@@ -142,7 +148,8 @@ def train(
         record = {"epoch": epoch}
         record.update({k: math.nan if k in missing else v.item() / seen for k, v in sums.items()})
         if x_valid is not None:
-            record.update(validate(model, objective, x_valid, outcome.steps))
+            with mode.autocast(device):
+                record.update(validate(model, objective, x_valid, outcome.steps))
             value = record[watched]
             if value < best_value:  # NaN never improves
                 best_value, outcome.best_epoch = value, epoch

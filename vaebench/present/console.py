@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vaebench.schema import IDENTITY, MISSING, Column, columns_of, row_label
+from vaebench.schema import (
+    IDENTITY,
+    MISSING,
+    MODE_DEFAULTS,
+    Column,
+    columns_of,
+    is_missing,
+    row_label,
+)
 
 
 def stdout() -> Console:
@@ -71,19 +79,37 @@ def cell(row: dict[str, Any], col: Column) -> str:
     return text
 
 
+def shown_identity(rows: list[dict[str, Any]]) -> list[str]:
+    """The identity columns worth a column: a mode (precision, compile) only when some row
+    runs in another than the default."""
+    return [
+        key
+        for key in IDENTITY
+        if key not in MODE_DEFAULTS
+        or any(row.get(key, MODE_DEFAULTS[key]) != MODE_DEFAULTS[key] for row in rows)
+    ]
+
+
 def group_table(
-    rows: list[dict[str, Any]], group: str, title: str, *, status: bool = False
+    rows: list[dict[str, Any]],
+    group: str,
+    title: str,
+    *,
+    status: bool = False,
+    only: Callable[[Column], bool] | None = None,
 ) -> Table:
-    """The rows' columns of one schema group, with a header naming its unit."""
-    keys = {k for row in rows for k, v in row.items() if v is not None}
-    columns = columns_of(group, keys)
+    """The rows' columns of one schema group (``only`` those it accepts), with a header naming
+    its unit."""
+    keys = {k for row in rows for k, v in row.items() if not is_missing(v)}
+    columns = [c for c in columns_of(group, keys) if only is None or only(c)]
+    identity = shown_identity(rows)
     table = Table(title=title, title_justify="left")
-    for key in (*IDENTITY, *(["status"] if status else [])):
+    for key in (*identity, *(["status"] if status else [])):
         table.add_column(key)
     for col in columns:
         table.add_column(col.title, justify="right")
     for row in rows:
-        names = [str(row[k]) for k in IDENTITY] + ([str(row["status"])] if status else [])
+        names = [str(row[k]) for k in identity] + ([str(row["status"])] if status else [])
         table.add_row(*names, *(cell(row, c) for c in columns))
     return table
 
@@ -141,6 +167,27 @@ def print_run(rows: list[dict[str, Any]], config: Any, references: Sequence[Any]
             f"call, median of repeats, kernel {first['kernel_backend']}{note})",
         )
     )
+    if any(not is_missing(row.get("train_peak_mb")) for row in rows):
+        out.print(
+            group_table(
+                rows,
+                "memory",
+                f"Peak memory on {config.device} (MiB above what was live before each call; "
+                + (
+                    "CUDA allocator)" if config.device == "cuda" else "CPU allocator, tensors only)"
+                ),
+            )
+        )
+    if any(not is_missing(row.get("best_train_batch_size")) for row in rows):
+        out.print(
+            group_table(
+                rows,
+                "curve",
+                "Training step by batch size (samples/s and peak MiB; every phase in "
+                "results.csv and the report)",
+                only=lambda c: c.key.startswith(("train_", "best_")),
+            )
+        )
     if references:
         from vaebench.tasks import LITERATURE_HEADERS, literature_rows
 

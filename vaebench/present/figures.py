@@ -190,3 +190,33 @@ def error_bars(summary: pd.DataFrame, labels: list[str], columns: list) -> Figur
         ax.set_title(f"{col.header} ({col.unit or 'value'}{better})\nmean ± std over seeds")
         ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+CURVE_PANELS = (
+    ("train_samples_per_s_at_{batch}", "training step", "samples/s"),
+    ("encode_samples_per_s_at_{batch}", "encoder", "samples/s"),
+    ("decode_samples_per_s_at_{batch}", "decoder", "samples/s"),
+    ("train_peak_mb_at_{batch}", "training-step peak memory", "MiB"),
+)
+
+
+def batch_curves(frame: pd.DataFrame) -> Figure:
+    """Throughput and peak memory against batch size, one line per model (log-log): where
+    throughput saturates, and what each design costs in memory to get there."""
+    from vaebench.schema import template_members
+
+    fig, axes = _subplots(1, len(CURVE_PANELS), figsize=(4 * len(CURVE_PANELS), 3.6))
+    for ax, (template, title, unit) in zip(axes, CURVE_PANELS, strict=True):
+        members = template_members(template, frame.columns)
+        for _, row in frame.iterrows():
+            points = [(int(size), row[key]) for size, key in members if pd.notna(row[key])]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=plain(row["label"]))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize="small")
+    return fig

@@ -119,6 +119,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 metric_table(frame, columns_of("throughput", frame.columns)),
             ],
         ),
+        *_memory_sections(frame),
         Section(
             "training-curves",
             "Training curves",
@@ -157,6 +158,46 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
         _kl_section(finished),
     ]
     sections += _picture_sections(runs, frame, registry)
+    return sections
+
+
+def _memory_sections(frame: pd.DataFrame) -> list[Section]:
+    """Peak memory per phase; with --timing-batch-sizes, throughput and memory curves."""
+    sections = []
+
+    def measured(columns: list[Column]) -> bool:
+        return bool(columns) and frame[[c.key for c in columns]].notna().any().any()
+
+    memory = columns_of("memory", frame.columns)
+    if measured(memory):
+        sections.append(
+            Section(
+                "memory",
+                "Peak memory per phase (MiB above what was live before the call)",
+                [
+                    "CUDA: torch.cuda.max_memory_allocated after a reset (exact); CPU: the "
+                    "profiler's allocation events of the CPU allocator (tensors only).",
+                    metric_table(frame, memory),
+                ],
+            )
+        )
+    curve = columns_of("curve", frame.columns)
+    if measured(curve):
+        sections.append(
+            Section(
+                "batch-curves",
+                "Throughput and memory against batch size",
+                [
+                    metric_table(frame, curve),
+                    Plot(
+                        "batch_curves",
+                        figures.batch_curves(frame),
+                        "Median throughput and training-step peak memory at each timed batch "
+                        "size (log-log); examples are cycled when the split is smaller",
+                    ),
+                ],
+            )
+        )
     return sections
 
 
