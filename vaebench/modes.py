@@ -145,16 +145,22 @@ class TrainStep:
 
     def precompile(self, shapes: list[torch.Tensor]) -> float:
         """Compile for each batch shape before training, outside the clock of every figure:
-        a forward and backward per shape on forked RNG, gradients dropped. Returns seconds."""
+        a forward and backward per shape, leaving no trace (forked RNG, gradients dropped,
+        buffers such as BatchNorm statistics restored). Returns the seconds spent."""
         if self.mode.compile == "none":
             return 0.0
         started = time.perf_counter()
+        buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             for x in shapes:
-                loss, _ = self.forward(x, 0)
+                with self.mode.autocast(self.device):
+                    loss, _ = self.loss_fn(x, 0)
                 loss.backward()
                 self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in self.model.named_buffers():
+                b.copy_(buffers[name])
         self.compile_seconds += time.perf_counter() - started
         return self.compile_seconds
 
