@@ -224,3 +224,14 @@ def test_cuda_graph_training_learns_like_eager(registry, tmp_path):
         assert graphed["status"] == "ok" and graphed["cuda_graphs"] is True
         assert graphed["neg_elbo"] == pytest.approx(eager["neg_elbo"], rel=0.05)
         assert 0 < graphed["train_device_busy"] <= 1.05
+
+
+def test_a_curve_batch_too_large_for_memory_is_skipped_not_fatal(registry, tmp_path):
+    config = small_config(tmp_path, timing_batch_sizes=[16, 10**12], epochs=1)
+    (row,) = run(config.resolve(registry), registry)
+    assert row["status"] == "ok" and row["checkpoint"]
+    assert row["timing_out_of_memory"] == str(10**12)
+    assert (
+        row["train_samples_per_s_at_16"] > 0 and "train_samples_per_s_at_1000000000000" not in row
+    )
+    assert row["best_train_batch_size"] == 16

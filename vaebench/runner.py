@@ -48,7 +48,7 @@ from vaebench.model import (
 from vaebench.modes import EAGER, Mode, peak_memory_mb
 from vaebench.registry import Registry
 from vaebench.schema import columns_of, metric_columns, row_label, row_stem
-from vaebench.timing import Timing, measure_model, measure_reparam_kl
+from vaebench.timing import Timing, measure_model, measure_reparam_kl, out_of_memory
 from vaebench.tracking import ModelRecord, Trackers
 from vaebench.train import train, watched_key
 
@@ -135,11 +135,6 @@ def combined_digest(digests: dict[str, str]) -> str:
         return ""
     text = "".join(f"{Path(p).name} {d}\n" for p, d in sorted(digests.items()))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 def _one_line(exc: BaseException) -> str:
@@ -579,10 +574,13 @@ def throughput(
         result[f"{phase}_timed_runs"] = figure.timing.runs
         result[f"{phase}_peak_mb"] = figure.peak_mb
     for size in curve:
-        for phase, figure in timings.figures[size].items():
+        for phase, figure in timings.figures.get(size, {}).items():
             result[f"{phase}_samples_per_s_at_{size}"] = figure.timing.samples_per_s
             result[f"{phase}_peak_mb_at_{size}"] = figure.peak_mb
-    if curve:
-        speed = {size: timings.figures[size]["train"].timing.samples_per_s for size in curve}
+    if timings.out_of_memory:
+        result["timing_out_of_memory"] = ",".join(map(str, timings.out_of_memory))
+    fitted = [size for size in curve if size in timings.figures]
+    if fitted:
+        speed = {size: timings.figures[size]["train"].timing.samples_per_s for size in fitted}
         result["best_train_batch_size"] = max(speed, key=speed.get)
     return result

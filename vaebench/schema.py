@@ -154,6 +154,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("encode_peak_mb", "encode peak", "memory", "the same for one encoder call", unit="MiB", fmt=",.1f", better="lower"),
     Column("decode_peak_mb", "decode peak", "memory", "the same for one decoder call", unit="MiB", fmt=",.1f", better="lower"),
     Column("eval_peak_mb", "eval peak", "memory", "the same for the whole test-split evaluation (IW-NLL included)", unit="MiB", fmt=",.1f", better="lower"),
+    Column("timing_out_of_memory", "out of memory at", "curve", "--timing-batch-sizes batches that did not fit in memory (their figures are empty)"),
     Column("best_train_batch_size", "best train batch", "curve", "the timed batch size with the highest training throughput (--timing-batch-sizes)"),
     Column("train_samples_per_s_at_{batch}", "train samples/s @{batch}", "curve", "training-step throughput at each --timing-batch-sizes batch (examples cycled when the split is smaller)", unit="samples/s", fmt=",.0f", better="higher"),
     Column("encode_samples_per_s_at_{batch}", "encode samples/s @{batch}", "curve", "encoder throughput at each timed batch", unit="samples/s", fmt=",.0f", better="higher"),

@@ -106,6 +106,7 @@ class ModelTimings:
     figures: dict[int, dict[str, PhaseFigure]] = field(default_factory=dict)
     compile_seconds: float = 0.0
     device_busy: float = float("nan")
+    out_of_memory: list[int] = field(default_factory=list)  # batch sizes that did not fit
 
 
 def repeat_to(x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -139,41 +140,68 @@ def measure_model(
         model.train()
         step = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
         for size in dict.fromkeys(batch_sizes):
-            batch = repeat_to(x, size)
-            with torch.no_grad(), mode.autocast(device):
-                z = model.encode(batch)[0].detach()
-
-            def encode(batch=batch) -> None:
-                with torch.no_grad(), mode.autocast(device):
-                    model.encode(batch)
-
-            def decode(z=z) -> None:
-                with torch.no_grad(), mode.autocast(device):
-                    model.decode(z)
-
-            calls = {
-                "train": lambda batch=batch: step(batch, 0),
-                "encode": encode,
-                "decode": decode,
-            }
-            if mode.compile != "none":
-                started = time.perf_counter()
-                for call in calls.values():
-                    call()  # compiles this shape
-                result.compile_seconds += time.perf_counter() - started
-            result.figures[size] = {
-                phase: PhaseFigure(
-                    time_call(call, batch_size=size, device=device, min_run_time=min_run_time),
-                    peak_memory_mb(call, device),
-                )
-                for phase, call in calls.items()
-            }
-            if size == batch_sizes[0]:
-                result.device_busy = device_busy_fraction(calls["train"], device)
+            try:
+                _measure_size(result, model, step, x, size, min_run_time, mode, batch_sizes[0])
+            except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is one
+                if size == batch_sizes[0] or not out_of_memory(exc):
+                    raise
+                result.out_of_memory.append(size)  # a curve point too large for the device
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     finally:
         model.load_state_dict(saved)
         model.eval()
     return result
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
+
+
+def _measure_size(
+    result: ModelTimings,
+    model: VAE,
+    step: TrainStep,
+    x: torch.Tensor,
+    size: int,
+    min_run_time: float,
+    mode: Mode,
+    first: int,
+) -> None:
+    """One batch size's figures into ``result`` (the caller restores the weights)."""
+    device = x.device
+    batch = repeat_to(x, size)
+    with torch.no_grad(), mode.autocast(device):
+        z = model.encode(batch)[0].detach()
+
+    def encode(batch=batch) -> None:
+        with torch.no_grad(), mode.autocast(device):
+            model.encode(batch)
+
+    def decode(z=z) -> None:
+        with torch.no_grad(), mode.autocast(device):
+            model.decode(z)
+
+    calls = {
+        "train": lambda batch=batch: step(batch, 0),
+        "encode": encode,
+        "decode": decode,
+    }
+    if mode.compile != "none":
+        started = time.perf_counter()
+        for call in calls.values():
+            call()  # compiles this shape
+        result.compile_seconds += time.perf_counter() - started
+    result.figures[size] = {
+        phase: PhaseFigure(
+            time_call(call, batch_size=size, device=device, min_run_time=min_run_time),
+            peak_memory_mb(call, device),
+        )
+        for phase, call in calls.items()
+    }
+    if size == first:
+        result.device_busy = device_busy_fraction(calls["train"], device)
 
 
 def measure_reparam_kl(

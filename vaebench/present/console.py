@@ -64,10 +64,12 @@ class RichReporter:
 
     def finished(self, row: dict[str, Any]) -> None:
         line = f"{row_label(row)}: {row['status']}"
-        if row["status"] != "ok":
-            self.console.print(f"vaebench: model {line}", markup=False, highlight=False)
+        if row["status"] != "ok":  # one line however long: soft_wrap never breaks it
+            self.console.print(
+                f"vaebench: model {line}", markup=False, highlight=False, soft_wrap=True
+            )
         elif not self.quiet:
-            self.console.print(line, markup=False, highlight=False)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def cell(row: dict[str, Any], col: Column) -> str:
