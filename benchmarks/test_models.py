@@ -98,8 +98,8 @@ def test_training_step_mode(
 
     torch.manual_seed(0)
     spec = ModelSpec(family, "normal", "bernoulli", INPUT_SHAPE, LATENT)
-    model = build_model(registry, spec).to(device)
     mode = Mode(precision, compile_mode)
+    model = mode.prepare(build_model(registry, spec).to(device))
     objective = registry.get("model", "vae").factory()
     step = TrainStep(model, objective, optimizer_for(model, 1e-3, mode), mode, torch.device(device))
     x = batch(device)

@@ -295,7 +295,9 @@ def tile_sizes(n: int, d: int) -> tuple[int, int, int]:
     On a GPU: 1024 elements a program over 4 warps (8 per thread), a column block of at most
     128 (loops beyond). Larger tiles spill: compiled for sm_90, 32x128 with 4 warps needs 255
     registers and 96 bytes of stack in the fp32 forward (Philox and Box-Muller state per
-    element); 8x128 needs 72 registers and no stack (``python -m benchmarks.kernel_aot``).
+    element); 8x128 needs 72 registers and no spills (the exact backward keeps 8 bytes of
+    stack for libdevice's large-angle sin/cos reduction, never entered; fast math none),
+    measured with ``python -m benchmarks.kernel_aot``.
     Under the interpreter each program costs Python overhead, so tiles are large and few.
     """
     if triton_interpreting():

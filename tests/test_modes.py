@@ -101,15 +101,21 @@ def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_p
 
 
 def test_training_does_not_compile_inside_the_clock(registry):
-    """Precompiling covers the full and the short last batch: the loop never compiles."""
+    """Precompiling covers the full and the short last batch, the KL warm-up's changing step
+    and the validation batches (eval mode, no gradients): the loop never compiles."""
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
     spec = ModelSpec("mlp", "normal", "bernoulli", (1, 4, 4), 3)
-    model = build_model(registry, spec)
+    mode = Mode(compile="default")
+    model = mode.prepare(build_model(registry, spec))
     x = torch.rand(40, 1, 4, 4)
-    objective = registry.get("model", "vae").factory()
-    seen = []
+    objective = registry.get("model", "vae").factory(kl_warmup_steps=4)
+    compiled = []
+
+    def frames() -> int:
+        return sum(counters["frames"].values())
+
     outcome = train(
         model,
         x,
@@ -118,30 +124,56 @@ def test_training_does_not_compile_inside_the_clock(registry):
         batch_size=16,  # 16, 16, then a short batch of 8
         lr=1e-3,
         seed=0,
-        mode=Mode(compile="default"),
-        on_step=lambda: seen.append(sum(counters["frames"].values())),
+        x_valid=torch.rand(12, 1, 4, 4),
+        mode=mode,
+        on_step=lambda: compiled.append(frames()),
     )
     assert outcome.status == "ok" and outcome.compile_seconds > 0
-    assert len(set(seen)) == 1, "a frame was compiled during training"
+    assert outcome.history[-1]["valid_neg_elbo"] > 0
+    assert len(set(compiled)) == 1 and frames() == compiled[0], "compiled inside the clock"
 
 
-def test_autocast_runs_networks_low_but_hands_fp32_to_likelihoods(registry):
+def test_low_precision_covers_the_networks_alone(registry):
+    """bf16 runs the decoder in bf16 and hands fp32 on; a layer outside the VAE (the metrics'
+    classifier, the MMD's matmuls) stays fp32: no autocast is left around them."""
     spec = ModelSpec("mlp", "normal", "bernoulli", (1, 4, 4), 3)
-    model = build_model(registry, spec)
+    model = Mode("bf16").prepare(build_model(registry, spec))
     dtypes = []
     model.decoder.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
     x = torch.rand(8, 1, 4, 4)
-    with torch.no_grad(), Mode("bf16").autocast(torch.device("cpu")):
+    with torch.no_grad():
         mu, logvar = model.encode(x)
         params = model.decode(mu)
+        outside = torch.nn.Linear(3, 2)(mu)
     assert dtypes == [torch.bfloat16], "the decoder ran in bf16"
-    assert mu.dtype == logvar.dtype == params.dtype == torch.float32
+    assert mu.dtype == logvar.dtype == params.dtype == outside.dtype == torch.float32
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_metrics_of_a_bf16_row_run_in_fp32(registry, tmp_path, monkeypatch):
+    import vaebench.runner as runner
+
+    seen = []
+    real = runner.sample_quality
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "sample_quality", recording)
+    config = small_config(tmp_path, precision=["bf16"], epochs=1).resolve(registry)
+    (row,) = run(config, registry)
+    assert row["status"] == "ok" and seen == [False]
+    # A bf16-rounded confidence would have at most 8 significant bits.
+    assert float(torch.tensor(row["sample_confidence"]).bfloat16()) != row["sample_confidence"]
 
 
 def test_fp16_steps_through_a_gradient_scaler(registry):
     torch.manual_seed(0)
-    model = build_model(registry, ModelSpec("mlp", "normal", "bernoulli", (1, 4, 4), 3))
     mode = Mode("fp16")
+    model = mode.prepare(
+        build_model(registry, ModelSpec("mlp", "normal", "bernoulli", (1, 4, 4), 3))
+    )
     step = TrainStep(
         model, registry.get("model", "vae").factory(), optimizer_for(model, 1e-2, mode), mode,
         torch.device("cpu"),
@@ -165,6 +197,7 @@ def test_batch_size_curves_and_memory_that_grows_with_the_batch(registry, tmp_pa
         assert all(s > 0 for s in speeds), phase
         assert 0 < peaks[0] < peaks[1] < peaks[2], (phase, peaks)
     speeds = {b: row[f"train_samples_per_s_at_{b}"] for b in (16, 256, 2048)}
+    speeds[row["timing_batch_size"]] = row["train_samples_per_s"]
     assert row["best_train_batch_size"] == max(speeds, key=speeds.get)
     # The run's own timing batch is timed too, with its memory per phase and for evaluation.
     assert row["timing_batch_size"] == 32
@@ -190,7 +223,10 @@ def test_cuda_only_modes_are_config_errors_on_the_cpu(registry, tmp_path):
             small_config(tmp_path, device="cpu", **overrides).resolve(registry)
     with pytest.raises(ConfigError, match="freezes the KL weight"):
         RunConfig(cuda_graphs=True, kl_warmup=2).check_modes("cuda")
-    RunConfig(cuda_graphs=True, precision=["bf16", "fp16"]).check_modes("cuda")  # allowed
+    if torch.cuda.is_available():
+        RunConfig(cuda_graphs=True, precision=["bf16", "fp16"]).check_modes("cuda")  # allowed
+        with pytest.raises(ConfigError, match="captures CUDA graphs itself"):
+            RunConfig(cuda_graphs=True, compile=["reduce-overhead"]).check_modes("cuda")
 
 
 def test_mode_labels_and_stems_name_only_what_is_not_default():
@@ -231,7 +267,27 @@ def test_a_curve_batch_too_large_for_memory_is_skipped_not_fatal(registry, tmp_p
     (row,) = run(config.resolve(registry), registry)
     assert row["status"] == "ok" and row["checkpoint"]
     assert row["timing_out_of_memory"] == str(10**12)
+    assert load_run(tmp_path / "run").results.iloc[0]["timing_out_of_memory"] == str(10**12)
     assert (
         row["train_samples_per_s_at_16"] > 0 and "train_samples_per_s_at_1000000000000" not in row
     )
-    assert row["best_train_batch_size"] == 16
+    speeds = {16: row["train_samples_per_s_at_16"], 32: row["train_samples_per_s"]}
+    assert row["best_train_batch_size"] == max(speeds, key=speeds.get)  # the run's batch too
+
+
+def test_a_sweep_from_before_the_modes_still_reads_and_aggregates(tmp_path):
+    """The committed example sweep has no precision/compile columns: its cells read as
+    fp32 eager on resume and re-aggregation, and its report keeps the model names."""
+    import shutil
+
+    from tests.conftest import REPO
+    from vaebench.io import read_rows
+    from vaebench.present.sweep_report import _read
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(REPO / "examples" / "sweep-digits", copy)
+    for results in copy.glob("cells/*/run/results.json"):
+        rows = read_rows(results)
+        assert {(r["precision"], r["compile"]) for r in rows} == {("fp32", "none")}
+    summary = _read(copy, "summary.csv")
+    assert set(summary["precision"]) == {"fp32"} and set(summary["compile"]) == {"none"}

@@ -160,12 +160,12 @@ class RunConfig:
 
         from vaebench.modes import Mode
 
-        for precision, compile_mode in self.modes():
-            Mode(precision, compile_mode, self.cuda_graphs).check(torch.device(device))
         if self.cuda_graphs and self.kl_warmup:
             raise ConfigError(
                 "--cuda-graphs freezes the KL weight in the captured step; use --kl-warmup 0"
             )
+        for precision, compile_mode in self.modes():
+            Mode(precision, compile_mode, self.cuda_graphs).check(torch.device(device))
 
     def check_option_keys(self, registry) -> None:
         """Every ``-D/-L/-P`` key is an option of a component this run uses (a sweep checks
@@ -251,7 +251,8 @@ def check(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")
     elif kind == list[int]:
-        value = _whole_numbers(value, int(spec.low or 0))
+        empty_ok = value == [] and FIELDS[name].default_factory() == []  # "[]": the default
+        value = [] if empty_ok else _whole_numbers(value, int(spec.low or 0))
     elif kind == list[str]:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):

@@ -182,6 +182,15 @@ def check_rows(rows: Any, path: Path) -> None:
             )
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A ``results.json``, checked; rows from before the mode columns read as fp32 eager."""
+    rows = read_json(path)
+    if isinstance(rows, list):
+        rows = [with_mode_defaults(r) if isinstance(r, dict) else r for r in rows]
+    check_rows(rows, path)
+    return rows
+
+
 def check_history(history: Any, path: Path) -> None:
     """``history.json``: label -> list of per-epoch objects of numbers."""
     if not isinstance(history, dict):
@@ -210,11 +219,7 @@ def load_run(path: Path) -> Run:
     """One run folder, every file checked; a one-line error naming the file and field."""
     if not path.is_dir():
         raise VaebenchError(f"{path}: no such run folder")
-    results_path = path / "results.json"
-    rows = read_json(results_path)
-    if isinstance(rows, list):
-        rows = [with_mode_defaults(r) if isinstance(r, dict) else r for r in rows]
-    check_rows(rows, results_path)
+    rows = read_rows(path / "results.json")
     history = read_json(path / "history.json", {})
     check_history(history, path / "history.json")
     return Run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,10 +62,12 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim
         self.kernel_backend = kernel_backend
         self.param_shape = param_shape  # what decode must return per example, when known
+        self.autocast_dtype: torch.dtype | None = None  # the networks' precision (Mode.prepare)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)``, fp32 even when the encoder ran in bf16/fp16 under autocast."""
-        mu, logvar = self.encoder(x)
+        with self.network_precision(x):
+            mu, logvar = self.encoder(x)
         if mu.shape != (x.shape[0], self.latent_dim) or logvar.shape != mu.shape:
             raise RuntimeError(
                 f"encoder returned mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)}; "
@@ -74,11 +77,19 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters, fp32 (likelihood sums stay out of low precision)."""
-        params = self.decoder(z)
+        with self.network_precision(z):
+            params = self.decoder(z)
         expected = (z.shape[0], *self.param_shape) if self.param_shape is not None else None
         if expected is not None and tuple(params.shape) != expected:
             raise RuntimeError(f"decoder returned shape {tuple(params.shape)}; expected {expected}")
         return full_precision(params)
+
+    def network_precision(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """Autocast around the encoder or decoder alone, when a mode set a low precision:
+        nothing else (likelihoods, priors, metrics) runs in it."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=self.autocast_dtype)
 
     def kl_term(self, mu, logvar, z, fused_kl, log_q) -> torch.Tensor:
         if getattr(self.prior, "standard_normal", False):

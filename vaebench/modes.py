@@ -1,10 +1,11 @@
 """How a model runs: its precision, compilation and CUDA-graph capture (one ``Mode`` per row).
 
-Training, evaluation and timing all take their step and their autocast from here, so a
-mode's quality and its speed are measured on the same code. Networks (encoder, decoder,
-priors with layers) run in the mode's precision under ``torch.autocast``; likelihoods, KL
-terms and metrics read fp32 (``VAE.encode``/``decode`` return fp32), so a bf16 row's nats
-measure the model, not bf16 sums over 784 pixels.
+Training, evaluation and timing all take their step from here, so a mode's quality and its
+speed are measured on the same code. Only the networks run in low precision: ``prepare``
+gives the model an autocast dtype that ``VAE.encode``/``decode`` enter around the encoder
+and decoder alone, and they hand fp32 on; likelihoods, KL terms, priors and every metric
+(the sample-quality classifier, MMD, the probe) stay in fp32, so a bf16 row's figures
+measure the model, not bf16 metrics. ``numerics`` sets the TF32 switches for a whole row.
 """
 
 from __future__ import annotations
@@ -22,23 +23,28 @@ from vaebench.model import VAE, Objective
 
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's recipe)
+SELF_GRAPHING = ("reduce-overhead", "max-autotune")  # compile modes that capture graphs themselves
 
 
 @dataclass(frozen=True)
 class Mode:
-    """``precision``: fp32, bf16 / fp16 (autocast; fp16 with a gradient scaler) or tf32
-    (CUDA matmuls and convolutions in TF32). ``compile``: none or a ``torch.compile`` mode.
-    ``cuda_graphs``: the training step captured once and replayed per batch (CUDA)."""
+    """``precision``: fp32, bf16 / fp16 (autocast around the networks; fp16 with a gradient
+    scaler) or tf32 (CUDA matmuls and convolutions in TF32). ``compile``: none or a
+    ``torch.compile`` mode. ``cuda_graphs``: the training step captured and replayed (CUDA)."""
 
     precision: str = "fp32"
     compile: str = "none"
     cuda_graphs: bool = False
 
     @property
+    def compiled(self) -> bool:
+        return self.compile != "none"
+
+    @property
     def is_reference(self) -> bool:
         """fp32, not compiled: the row every other mode's quality is compared with. A graph
         replays the eager step's own kernels, so a --cuda-graphs run's fp32 row is it too."""
-        return self.precision == "fp32" and self.compile == "none"
+        return self.precision == "fp32" and not self.compiled
 
     def check(self, device: torch.device) -> None:
         """A mode this device cannot run is a ConfigError naming the flag."""
@@ -50,27 +56,43 @@ class Mode:
                     "--cuda-graphs captures the training step on a CUDA device; this run is on "
                     "the CPU (drop the flag, or use --device cuda on a GPU machine)"
                 )
+            return
+        if self.cuda_graphs and self.compile in SELF_GRAPHING:
+            raise ConfigError(
+                f"--cuda-graphs with --compile {self.compile}: that mode captures CUDA graphs "
+                "itself; use --compile none or default with --cuda-graphs"
+            )
+        major, _ = torch.cuda.get_device_capability(device)
+        if self.precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16")
+        if self.precision == "tf32" and major < 8:
+            raise ConfigError(
+                f"--precision tf32 needs an Ampere or newer GPU; "
+                f"{torch.cuda.get_device_name(device)} is sm_{major}x"
+            )
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return LOW_PRECISION.get(self.precision)
 
     @contextlib.contextmanager
-    def autocast(self, device: torch.device) -> Iterator[None]:
-        """The precision's context for every forward pass (training, evaluation, timing)."""
-        if self.precision in LOW_PRECISION:
-            with torch.autocast(device.type, dtype=LOW_PRECISION[self.precision]):
-                yield
-        elif self.precision == "tf32":
-            saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-            try:
-                yield
-            finally:
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-        else:
+    def numerics(self) -> Iterator[None]:
+        """The whole row's matmul precision: TF32 on for tf32, and off otherwise (PyTorch
+        leaves TF32 convolutions on by default, which would make an "fp32" row TF32)."""
+        tf32 = self.precision == "tf32"
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
             yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def prepare(self, model: VAE) -> VAE:
-        """Compile the encoder and decoder in place (``nn.Module.compile``: the state dict,
-        checkpoints and every caller stay as they are); evaluation and timing use them."""
-        if self.compile != "none":
+        """The model in this mode: its networks' autocast dtype, and the encoder and decoder
+        compiled in place (``nn.Module.compile``: the state dict, checkpoints and every
+        caller stay as they are); training, evaluation and timing all use them."""
+        model.autocast_dtype = self.autocast_dtype
+        if self.compiled:
             for network in (model.encoder, model.decoder):
                 network.compile(**compile_options(self.compile))
         return model
@@ -88,14 +110,33 @@ def optimizer_for(model: VAE, lr: float, mode: Mode) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=lr, capturable=mode.cuda_graphs)
 
 
+@dataclass
+class Snapshot:
+    """Every parameter and buffer (persistent or not) of a model, to put back in place."""
+
+    tensors: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> Snapshot:
+        named = [*model.named_parameters(), *model.named_buffers()]
+        return cls({name: t.detach().clone() for name, t in named})
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Copied into the same storage, so a captured graph's addresses stay valid."""
+        with torch.no_grad():
+            for name, t in [*model.named_parameters(), *model.named_buffers()]:
+                t.copy_(self.tensors[name])
+
+
 class TrainStep:
-    """One training step on a batch, in a mode: autocast, a gradient scaler for fp16, the
-    objective compiled (forward and, through AOT autograd, backward), or the whole step
-    (forward, backward, Adam) captured in a CUDA graph.
+    """One training step on a batch, in a mode: a gradient scaler for fp16, the objective
+    compiled (forward and, through AOT autograd, backward), or the whole step (forward,
+    backward, Adam) captured in a CUDA graph per batch shape.
 
     ``forward`` and ``update`` are split so the loop can refuse a non-finite loss before it
     reaches the weights; ``__call__`` does both (timing). Under CUDA graphs both happen in
-    ``forward`` (one replay), so a non-finite loss is seen after its step.
+    ``forward`` (one replay), so a non-finite loss is seen after its step. The model must have
+    been through ``Mode.prepare``.
     """
 
     def __init__(
@@ -110,26 +151,24 @@ class TrainStep:
         self.mode, self.device = mode, device
         self.scaler = torch.amp.GradScaler(device.type) if mode.precision == "fp16" else None
         self.loss_fn: Callable[..., Any] = self._loss
-        if mode.compile != "none":
+        if mode.compiled:
             self.loss_fn = torch.compile(self._loss, **compile_options(mode.compile))
         self.compile_seconds = 0.0
-        self._graph: _GraphedStep | None = None
+        self._graphs: dict[tuple[int, ...], _GraphedStep] = {}
 
     def _loss(self, x: torch.Tensor, step: int):
         return self.objective.loss(self.model, x, step)
 
     def forward(self, x: torch.Tensor, step: int):
         if self.mode.cuda_graphs:
-            graphed = self._graphed(x)
-            if graphed is not None:
-                return graphed.replay(x)
-        with self.mode.autocast(self.device):
-            return self.loss_fn(x, step)
+            shape = tuple(x.shape)
+            if shape not in self._graphs:
+                self._graphs[shape] = _GraphedStep(self, x)
+            return self._graphs[shape].replay(x)
+        return self.loss_fn(x, step)
 
-    def update(self, loss: torch.Tensor) -> None:
-        if self.mode.cuda_graphs and self._graph is not None and self._graph.owns(loss):
-            return  # the replay already stepped
-        self.optimizer.zero_grad(set_to_none=not self.mode.cuda_graphs)
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward (scaled under fp16) and the optimizer's step (through the scaler)."""
         if self.scaler is None:
             loss.backward()
             self.optimizer.step()
@@ -138,71 +177,120 @@ class TrainStep:
             self.scaler.step(self.optimizer)
             self.scaler.update()
 
+    def update(self, loss: torch.Tensor) -> None:
+        if self.mode.cuda_graphs:
+            return  # the replay already stepped
+        self.optimizer.zero_grad(set_to_none=True)
+        self.backward_and_step(loss)
+
     def __call__(self, x: torch.Tensor, step: int = 0):
         loss, terms = self.forward(x, step)
         self.update(loss)
         return loss, terms
 
-    def precompile(self, shapes: list[torch.Tensor]) -> float:
-        """Compile for each batch shape before training, outside the clock of every figure:
-        a forward and backward per shape, leaving no trace (forked RNG, gradients dropped,
-        buffers such as BatchNorm statistics restored). Returns the seconds spent."""
-        if self.mode.compile == "none":
+    def precompile(self, shapes: list[torch.Tensor], eval_shapes: list[torch.Tensor] = ()) -> float:
+        """Compile before training, outside the clock of every figure: for each batch shape
+        a forward and backward at steps 0 and 1 (an int that changes becomes dynamic: one
+        recompile, here), and each validation shape in eval mode without gradients. Leaves
+        no trace: forked RNG, gradients dropped, weights and buffers restored. Seconds."""
+        if not self.mode.compiled:
             return 0.0
         started = time.perf_counter()
-        buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
+        snapshot = Snapshot.of(self.model)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            self.model.train()
             for x in shapes:
-                with self.mode.autocast(self.device):
-                    loss, _ = self.loss_fn(x, 0)
-                loss.backward()
-                self.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in self.model.named_buffers():
-                b.copy_(buffers[name])
+                for step in (0, 1):
+                    loss, _ = self.loss_fn(x, step)
+                    loss.backward()
+                    self.optimizer.zero_grad(set_to_none=True)
+            self.model.eval()
+            with torch.no_grad():
+                for x in eval_shapes:
+                    self.objective.loss(self.model, x, 1)
+            self.model.train()
+        snapshot.restore(self.model)
         self.compile_seconds += time.perf_counter() - started
         return self.compile_seconds
 
-    def _graphed(self, x: torch.Tensor) -> _GraphedStep | None:
-        """The captured step for this batch shape (the first shape seen); other shapes (a
-        short last batch) run eagerly."""
-        if self._graph is None:
-            self._graph = _GraphedStep(self, x)
-        return self._graph if self._graph.shape == tuple(x.shape) else None
+
+@dataclass
+class _TrainingState:
+    """Adam's per-parameter state and the fp16 scaler's scale, to put back in place after
+    warm-up steps: what existed is copied back, what the warm-up created is zeroed (Adam as
+    if new: moments and step count 0), and the scale returns to its value or initial value."""
+
+    adam: dict[int, dict[str, torch.Tensor]]
+    scale: tuple[torch.Tensor, torch.Tensor] | None
+
+    @classmethod
+    def of(cls, step: TrainStep) -> _TrainingState:
+        adam = {
+            id(p): {k: v.clone() for k, v in state.items() if torch.is_tensor(v)}
+            for p, state in step.optimizer.state.items()
+        }
+        scaler = step.scaler
+        scale = None
+        if scaler is not None and scaler._scale is not None:
+            scale = (scaler._scale.clone(), scaler._growth_tracker.clone())
+        return cls(adam, scale)
+
+    def restore(self, step: TrainStep) -> None:
+        with torch.no_grad():
+            for p, state in step.optimizer.state.items():
+                before = self.adam.get(id(p), {})
+                for key, value in state.items():
+                    if torch.is_tensor(value):
+                        if key in before:
+                            value.copy_(before[key])
+                        else:
+                            value.zero_()
+            scaler = step.scaler
+            if scaler is not None and scaler._scale is not None:
+                if self.scale is None:
+                    scaler._scale.fill_(scaler._init_scale)
+                    scaler._growth_tracker.zero_()
+                else:
+                    scaler._scale.copy_(self.scale[0])
+                    scaler._growth_tracker.copy_(self.scale[1])
 
 
 class _GraphedStep:
     """Forward, backward and Adam step captured once in a CUDA graph, replayed per batch.
 
-    The batch is copied into a static input; the loss and terms come back in static
-    outputs; under fp16 the gradient scaler's step follows each replay, eagerly. Noise stays fresh: torch's generator and the fused kernel's device-side key are
-    both advanced by each replay. The KL weight is frozen at capture (``--kl-warmup 0``).
+    The batch is copied into a static input; the loss and terms come back in static outputs.
+    Under fp16 the graph holds forward and scaled backward, and the scaler's step (its inf
+    check needs the host) follows each replay. Noise stays fresh: torch's generator and the
+    fused kernel's device-side key both advance at each replay. The warm-up steps before
+    capture leave no trace (weights, buffers, Adam's moments and step count, the scaler's
+    scale restored in place; RNG forked). The KL weight is frozen at capture
+    (``--kl-warmup 0``).
     """
 
     def __init__(self, step: TrainStep, example: torch.Tensor) -> None:
-        self.shape = tuple(example.shape)
         self.static_x = example.clone()
         self.step = step
+        weights, state = Snapshot.of(step.model), _TrainingState.of(step)
         side = torch.cuda.Stream(step.device)
         side.wait_stream(torch.cuda.current_stream(step.device))
-        with torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP_STEPS):  # real training steps, on the first batch
+        with torch.random.fork_rng(devices=[step.device]), torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_STEPS):
                 step.optimizer.zero_grad(set_to_none=True)
                 self._captured()
                 self._eager_tail()
         torch.cuda.current_stream(step.device).wait_stream(side)
+        weights.restore(step.model)
+        state.restore(step)
         self.graph = torch.cuda.CUDAGraph()
         step.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
             self.loss, self.terms = self._captured()
 
     def _captured(self):
-        """Forward and backward, and Adam's step unless fp16's scaler must take it: the scaler
-        checks gradients for inf on the host, so under fp16 the step runs after each replay."""
+        """Forward and backward, and Adam's step unless fp16's scaler must take it."""
         step = self.step
-        with step.mode.autocast(step.device):
-            loss, terms = step.loss_fn(self.static_x, 0)
+        loss, terms = step.loss_fn(self.static_x, 0)
         (loss if step.scaler is None else step.scaler.scale(loss)).backward()
         if step.scaler is None:
             step.optimizer.step()
@@ -212,9 +300,6 @@ class _GraphedStep:
         if self.step.scaler is not None:
             self.step.scaler.step(self.step.optimizer)
             self.step.scaler.update()
-
-    def owns(self, loss: torch.Tensor) -> bool:
-        return loss is self.loss
 
     def replay(self, x: torch.Tensor):
         self.static_x.copy_(x)

@@ -272,7 +272,10 @@ def run(
     references: dict[tuple[Any, ...], dict[str, Any]] = {}  # fp32 eager rows by model and seed
     for seed in config.seed_list():
         for name, objective, plugin, prior, mode in context.grid():
-            row, history = run_one(context, name, objective, plugin, prior, reporter, seed, mode)
+            with mode.numerics():
+                row, history = run_one(
+                    context, name, objective, plugin, prior, reporter, seed, mode
+                )
             same_model = (name, plugin, prior, seed)
             if mode.is_reference:
                 references[same_model] = row
@@ -398,8 +401,7 @@ def run_one(
         ).to(context.device)
         row["parameters"] = sum(p.numel() for p in model.parameters())
         mode.prepare(model)
-        with mode.autocast(context.device):
-            row.update(untrained(model, objective, context.x_test))
+        row.update(untrained(model, objective, context.x_test))
         total_steps = config.epochs * context.steps_per_epoch
         with reporter.progress(f"training {row_label(row, context.seeded)}", total_steps):
             outcome = train(
@@ -421,6 +423,8 @@ def run_one(
         row["status"] = outcome.status
         row["epochs_run"] = outcome.epochs_run
         row["best_epoch"] = outcome.best_epoch
+        if mode.compiled:  # timing adds its own first calls below
+            row["compile_seconds"] = outcome.compile_seconds
         if outcome.best_epoch is not None:
             watched = watched_key(objective)
             row[watched] = outcome.history[outcome.best_epoch - 1][watched]
@@ -428,14 +432,15 @@ def run_one(
             quality: dict[str, Any] = {}
 
             def evaluation() -> None:
-                with mode.autocast(context.device):
-                    quality.update(evaluate(model, objective, context, reporter, seed))
+                quality.update(evaluate(model, objective, context, reporter, seed))
 
             row["eval_peak_mb"] = peak_memory_mb(evaluation, context.device)
             row.update(quality)
-            row.update(throughput(model, objective, context, mode))
-            if mode.compile != "none":
-                row["compile_seconds"] = outcome.compile_seconds + row["compile_seconds"]
+            timed = throughput(model, objective, context, mode)
+            compile_seconds = timed.pop("compile_seconds")
+            if mode.compiled:
+                row["compile_seconds"] += compile_seconds
+            row.update(timed)
             path = out / "checkpoints" / f"{row_stem(row, context.seeded)}.pt"
             save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
             row["checkpoint"] = str(path.relative_to(out))
@@ -566,8 +571,7 @@ def throughput(
     }
     if not math.isnan(timings.device_busy):  # measured on CUDA only
         result["train_device_busy"] = timings.device_busy
-    if mode.compile != "none":
-        result["compile_seconds"] = timings.compile_seconds
+    result["compile_seconds"] = timings.compile_seconds
     for phase, figure in timings.figures[default].items():
         result[f"{phase}_samples_per_s"] = figure.timing.samples_per_s
         result[f"{phase}_spread"] = figure.timing.relative_spread
@@ -579,8 +583,8 @@ def throughput(
             result[f"{phase}_peak_mb_at_{size}"] = figure.peak_mb
     if timings.out_of_memory:
         result["timing_out_of_memory"] = ",".join(map(str, timings.out_of_memory))
-    fitted = [size for size in curve if size in timings.figures]
-    if fitted:
+    fitted = [size for size in (default, *curve) if size in timings.figures]
+    if curve:
         speed = {size: timings.figures[size]["train"].timing.samples_per_s for size in fitted}
         result["best_train_batch_size"] = max(speed, key=speed.get)
     return result

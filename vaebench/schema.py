@@ -133,7 +133,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("probe_accuracy", "probe acc", "quality", "linear probe on posterior means, fit on at most 10,000 training codes (labelled data only)", fmt=".3f", better="higher", headline=True),
     Column("valid_neg_elbo", "valid -ELBO", "quality", "validation -ELBO at the best epoch (VAE family)", unit="nats", fmt=".2f", better="lower"),
     Column("valid_loss", "valid loss", "quality", "validation loss at the best epoch (AE family: the objective)", unit="nats", fmt=".2f", better="lower"),
-    Column("delta_iw_nll_vs_fp32_eager", "ΔIW-NLL vs fp32 eager", "quality", "iw_nll minus that of the fp32, uncompiled row of the same model and seed in this run: the quality cost of this row's precision and compilation", unit="nats", fmt="+.3f"),
+    Column("delta_iw_nll_vs_fp32_eager", "ΔIW-NLL vs fp32 eager", "quality", "iw_nll minus that of the fp32, uncompiled row of the same model and seed in this run: the quality cost of this row's precision and compilation (compiled rows draw their noise from inductor's generator, so with one seed the difference includes another noise draw; --seeds separates them)", unit="nats", fmt="+.3f"),
     Column("delta_recon_nll_vs_fp32_eager", "Δrecon vs fp32 eager", "quality", "recon_nll minus the fp32 eager row's (every family)", unit="nats", fmt="+.3f"),
     Column("neg_elbo_untrained", "untrained -ELBO", "quality", "-ELBO before the first step (VAE family)", unit="nats", fmt=".2f"),
     Column("recon_nll_untrained", "untrained recon", "quality", "reconstruction NLL before the first step (AE family)", unit="nats", fmt=".2f"),
@@ -154,7 +154,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("encode_peak_mb", "encode peak", "memory", "the same for one encoder call", unit="MiB", fmt=",.1f", better="lower"),
     Column("decode_peak_mb", "decode peak", "memory", "the same for one decoder call", unit="MiB", fmt=",.1f", better="lower"),
     Column("eval_peak_mb", "eval peak", "memory", "the same for the whole test-split evaluation (IW-NLL included)", unit="MiB", fmt=",.1f", better="lower"),
-    Column("timing_out_of_memory", "out of memory at", "curve", "--timing-batch-sizes batches that did not fit in memory (their figures are empty)"),
+    Column("timing_out_of_memory", "out of memory at", "detail", "--timing-batch-sizes batches that did not fit in memory (their figures are empty)"),
     Column("best_train_batch_size", "best train batch", "curve", "the timed batch size with the highest training throughput (--timing-batch-sizes)"),
     Column("train_samples_per_s_at_{batch}", "train samples/s @{batch}", "curve", "training-step throughput at each --timing-batch-sizes batch (examples cycled when the split is smaller)", unit="samples/s", fmt=",.0f", better="higher"),
     Column("encode_samples_per_s_at_{batch}", "encode samples/s @{batch}", "curve", "encoder throughput at each timed batch", unit="samples/s", fmt=",.0f", better="higher"),
@@ -230,8 +230,8 @@ def modes_of(row: Mapping[str, Any]) -> list[str]:
     """The row's non-default modes as words: ``["bf16", "compile=default"]``; [] for fp32 eager."""
     words = []
     for key, default in MODE_DEFAULTS.items():
-        value = row.get(key) or default
-        if value != default:
+        value = row.get(key)
+        if not is_missing(value) and value != default:
             words.append(value if key == "precision" else f"{key}={value}")
     return words
 

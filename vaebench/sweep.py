@@ -33,7 +33,7 @@ import pandas as pd
 
 from vaebench.config import RunConfig, checked, default_out_dir, sweep_keys
 from vaebench.errors import ConfigError, VaebenchError
-from vaebench.io import atomic_write_bytes, atomic_write_text, check_rows, read_json, write_json
+from vaebench.io import atomic_write_bytes, atomic_write_text, read_json, read_rows, write_json
 from vaebench.registry import Registry
 from vaebench.schema import IDENTITY, metric_columns
 
@@ -276,8 +276,7 @@ def _cell_rows(cell: Cell, out: Path) -> list[dict[str, Any]]:
     results = cell.folder(out) / "run" / "results.json"
     if status in COMPLETE and results.is_file():
         try:
-            rows = read_json(results)
-            check_rows(rows, results)
+            rows = read_rows(results)
         except VaebenchError as exc:  # a damaged cell is reported, never fatal to the sweep
             return [{**base, "cell_status": f"error: {exc}", "status": "unreadable"}]
         return [{**base, **row} for row in rows]

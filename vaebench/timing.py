@@ -19,6 +19,7 @@ from vaebench.model import VAE, Objective
 from vaebench.modes import (
     EAGER,
     Mode,
+    Snapshot,
     TrainStep,
     device_busy_fraction,
     optimizer_for,
@@ -134,10 +135,9 @@ def measure_model(
     they are timed apart (``compile_seconds``) and never enter a throughput figure.
     """
     device = x.device
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    snapshot = Snapshot.of(model)
     result = ModelTimings()
     try:
-        model.train()
         step = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
         for size in dict.fromkeys(batch_sizes):
             try:
@@ -149,7 +149,9 @@ def measure_model(
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     finally:
-        model.load_state_dict(saved)
+        snapshot.restore(model)
+        for parameter in model.parameters():
+            parameter.grad = None  # nothing of timing outlives it (a graph's pool included)
         model.eval()
     return result
 
@@ -169,39 +171,46 @@ def _measure_size(
     mode: Mode,
     first: int,
 ) -> None:
-    """One batch size's figures into ``result`` (the caller restores the weights)."""
+    """One batch size's figures into ``result`` (the caller restores the weights): the
+    training step in train mode, encode and decode in eval mode, as each is used."""
     device = x.device
     batch = repeat_to(x, size)
-    with torch.no_grad(), mode.autocast(device):
-        z = model.encode(batch)[0].detach()
 
-    def encode(batch=batch) -> None:
-        with torch.no_grad(), mode.autocast(device):
+    def train_step() -> None:
+        step(batch, 0)
+
+    def encode() -> None:
+        with torch.no_grad():
             model.encode(batch)
 
-    def decode(z=z) -> None:
-        with torch.no_grad(), mode.autocast(device):
-            model.decode(z)
+    started = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        codes = model.encode(batch)[0]  # (compiles the encoder for this shape)
 
-    calls = {
-        "train": lambda batch=batch: step(batch, 0),
-        "encode": encode,
-        "decode": decode,
-    }
-    if mode.compile != "none":
-        started = time.perf_counter()
-        for call in calls.values():
-            call()  # compiles this shape
+    def decode() -> None:
+        with torch.no_grad():
+            model.decode(codes)
+
+    peaks: dict[str, float] = {}
+    model.train()
+    if mode.cuda_graphs:  # the capture allocates the graph's pool: the step's real memory
+        peaks["train"] = peak_memory_mb(train_step, device)
+    if mode.compiled:  # the first calls of each shape and mode compile
+        train_step()
+        model.eval()
+        decode()
         result.compile_seconds += time.perf_counter() - started
-    result.figures[size] = {
-        phase: PhaseFigure(
-            time_call(call, batch_size=size, device=device, min_run_time=min_run_time),
-            peak_memory_mb(call, device),
-        )
-        for phase, call in calls.items()
-    }
+    figures = {}
+    for phase, call in (("train", train_step), ("encode", encode), ("decode", decode)):
+        model.train(phase == "train")
+        timing = time_call(call, batch_size=size, device=device, min_run_time=min_run_time)
+        peak = peaks[phase] if phase in peaks else peak_memory_mb(call, device)
+        figures[phase] = PhaseFigure(timing, peak)
+    result.figures[size] = figures
     if size == first:
-        result.device_busy = device_busy_fraction(calls["train"], device)
+        model.train()
+        result.device_busy = device_busy_fraction(train_step, device)
 
 
 def measure_reparam_kl(

@@ -109,7 +109,12 @@ def train(
     n = x_train.shape[0]
     outcome = TrainOutcome()
     shapes = [x_train[: min(batch_size, n)], x_train[: n % batch_size or batch_size]]
-    outcome.compile_seconds = step_fn.precompile(shapes)
+    eval_shapes = []
+    if x_valid is not None:  # validation's own batch shapes compile here too
+        valid_batch = decode_batch(model, x_valid)
+        m = x_valid.shape[0]
+        eval_shapes = [x_valid[: min(valid_batch, m)], x_valid[: m % valid_batch or valid_batch]]
+    outcome.compile_seconds = step_fn.precompile(shapes, eval_shapes)
     order_rng = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     watched = watched_key(objective)
@@ -148,8 +153,7 @@ def train(
         record = {"epoch": epoch}
         record.update({k: math.nan if k in missing else v.item() / seen for k, v in sums.items()})
         if x_valid is not None:
-            with mode.autocast(device):
-                record.update(validate(model, objective, x_valid, outcome.steps))
+            record.update(validate(model, objective, x_valid, outcome.steps))
             value = record[watched]
             if value < best_value:  # NaN never improves
                 best_value, outcome.best_epoch = value, epoch

@@ -11,7 +11,16 @@ from vaebench.errors import VaebenchError
 from vaebench.io import read_json
 from vaebench.present import figures
 from vaebench.present.render import Plot, Section, Table
-from vaebench.schema import IDENTITY, MISSING, Column, column, is_missing, metric_columns, row_label
+from vaebench.schema import (
+    IDENTITY,
+    MISSING,
+    MODE_DEFAULTS,
+    Column,
+    column,
+    is_missing,
+    metric_columns,
+    row_label,
+)
 
 HEADLINE = [c for c in metric_columns() if c.headline]
 
@@ -22,13 +31,16 @@ def is_sweep(path: Path) -> bool:
 
 def _read(path: Path, name: str) -> pd.DataFrame:
     try:
-        return pd.read_csv(path / name)
+        frame = pd.read_csv(path / name)
     except FileNotFoundError:
         raise VaebenchError(
             f"{path / name}: missing; has the sweep in {path} aggregated yet?"
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise VaebenchError(f"{path / name}: unreadable ({exc})") from None
+    for key, default in MODE_DEFAULTS.items():  # sweeps from before the modes: fp32 eager
+        frame[key] = frame[key].fillna(default) if key in frame else default
+    return frame
 
 
 def group_labels(summary: pd.DataFrame) -> list[str]:
