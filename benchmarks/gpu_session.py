@@ -349,17 +349,24 @@ class Session:
                 if row["status"] != "ok":
                     self.record.add(step=name, backend=label, note=row["status"][:200])
                     continue
+
                 self.record.add(
                     step=name, backend=label, direction="train", method="run",
                     N=row["timing_batch_size"], D=row["latent_dim"], dtype=row["precision"],
                     median_ms=1e3 * row["timing_batch_size"] / row["train_samples_per_s"],
-                    peak_mem_MB=row.get("train_peak_mb", ""),
-                    note=f"{row['train_samples_per_s']:,.0f} samples/s; best batch "
-                         f"{row.get('best_train_batch_size')}; dIW-NLL "
-                         f"{row.get('delta_iw_nll_vs_fp32_eager', 0) or 0:+.3f}; busy "
-                         f"{row.get('train_device_busy', float('nan')):.0%}; compile "
-                         f"{row.get('compile_seconds') or 0:.0f} s",
+                    peak_mem_MB=row.get("train_peak_mb") or "",
+                    note=f"{_figure(row, 'train_samples_per_s', ',.0f')} samples/s; best batch "
+                         f"{_figure(row, 'best_train_batch_size', 'd')}; dIW-NLL "
+                         f"{_figure(row, 'delta_iw_nll_vs_fp32_eager', '+.3f')}; busy "
+                         f"{_figure(row, 'train_device_busy', '.0%')}; compile "
+                         f"{_figure(row, 'compile_seconds', '.0f')} s",
                 )  # fmt: skip
+
+
+def _figure(row: dict, key: str, spec: str) -> str:
+    """A value of a results file, formatted; absent or null (not measured) reads "–"."""
+    value = row.get(key)
+    return "–" if value is None else format(value, spec)
 
 
 def _ms(rows: list[dict], **match: object) -> float | None:
