@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._inductor.config
 
 from vaebench.config import RunConfig
 from vaebench.errors import ConfigError
@@ -87,7 +88,9 @@ def test_each_precision_trains_without_nan_and_stays_near_fp32_eager(registry, t
 
 
 @pytest.mark.slow
-def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_path):
+def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_path, monkeypatch):
+    # A cold compile: inductor's on-disk caches would make it take milliseconds.
+    monkeypatch.setattr(torch._inductor.config, "force_disable_caches", True)
     config = small_config(tmp_path, compile=["none", "default"], epochs=2).resolve(registry)
     eager, compiled = run(config, registry)
     assert compiled["compile"] == "default" and compiled["status"] == "ok"
