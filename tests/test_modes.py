@@ -88,11 +88,11 @@ def test_each_precision_trains_without_nan_and_stays_near_fp32_eager(registry, t
 
 
 @pytest.mark.slow
-def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_path, monkeypatch):
-    # A cold compile: inductor's on-disk caches would make it take milliseconds.
-    monkeypatch.setattr(torch._inductor.config, "force_disable_caches", True)
+def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_path):
     config = small_config(tmp_path, compile=["none", "default"], epochs=2).resolve(registry)
-    eager, compiled = run(config, registry)
+    # A cold compile: inductor's on-disk caches would make it take milliseconds.
+    with torch._inductor.config.patch(force_disable_caches=True):
+        eager, compiled = run(config, registry)
     assert compiled["compile"] == "default" and compiled["status"] == "ok"
     assert "compile_seconds" not in eager or eager["compile_seconds"] is None
     assert compiled["compile_seconds"] > 0.5  # inductor on the CPU takes seconds
