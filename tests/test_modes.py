@@ -90,7 +90,9 @@ def test_each_precision_trains_without_nan_and_stays_near_fp32_eager(registry, t
 @pytest.mark.slow
 def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_path):
     config = small_config(tmp_path, compile=["none", "default"], epochs=2).resolve(registry)
-    # A cold compile: inductor's on-disk caches would make it take milliseconds.
+    # A cold compile: dynamo's in-memory and inductor's on-disk caches (of earlier tests'
+    # same-shaped models) would make it take milliseconds.
+    torch._dynamo.reset()
     with torch._inductor.config.patch(force_disable_caches=True):
         eager, compiled = run(config, registry)
     assert compiled["compile"] == "default" and compiled["status"] == "ok"
