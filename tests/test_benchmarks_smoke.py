@@ -73,7 +73,12 @@ def test_gpu_session_smoke_streams_every_step_and_writes_the_summary(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "gpu_session.csv").open()))
     steps = {row["step"] for row in rows}
-    assert steps == {"tests", "floor", "runner", "bandwidth", "variants", "end-to-end"}
+    assert steps == {"tests", "floor", "runner", "bandwidth", "variants", "end-to-end", "modes"}
+    modes = [row for row in rows if row["step"] == "modes"]
+    assert {row["backend"] for row in modes} == {"vae:mlp/normal", "vae:mlp/normal [bf16]"}
+    assert all(
+        float(row["median_ms"]) > 0 and "samples/s; best batch" in row["note"] for row in modes
+    )
     assert rows[0]["note"].startswith("passed")
     assert not [row for row in rows if row["note"].startswith("error")]
     timed = [row for row in rows if row["step"] == "runner"]
