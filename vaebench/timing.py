@@ -141,7 +141,7 @@ def measure_model(
         step = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
         for size in dict.fromkeys(batch_sizes):
             try:
-                _measure_size(result, model, step, x, size, min_run_time, mode, batch_sizes[0])
+                _measure_size(result, model, step, x, size, min_run_time, batch_sizes[0])
             except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is one
                 if size == batch_sizes[0] or not out_of_memory(exc):
                     raise
@@ -168,12 +168,11 @@ def _measure_size(
     x: torch.Tensor,
     size: int,
     min_run_time: float,
-    mode: Mode,
     first: int,
 ) -> None:
     """One batch size's figures into ``result`` (the caller restores the weights): the
     training step in train mode, encode and decode in eval mode, as each is used."""
-    device = x.device
+    device, mode = x.device, step.mode
     batch = repeat_to(x, size)
 
     def train_step() -> None:
@@ -202,7 +201,7 @@ def _measure_size(
         decode()
         result.compile_seconds += time.perf_counter() - started
     figures = {}
-    for phase, call in (("train", train_step), ("encode", encode), ("decode", decode)):
+    for phase, call in zip(PHASES, (train_step, encode, decode), strict=True):
         model.train(phase == "train")
         timing = time_call(call, batch_size=size, device=device, min_run_time=min_run_time)
         peak = peaks[phase] if phase in peaks else peak_memory_mb(call, device)

@@ -74,6 +74,12 @@ def validate(
     return result
 
 
+def batch_shapes(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """A full batch of ``x`` and its short last batch (the same when none is short)."""
+    n = x.shape[0]
+    return [x[: min(batch_size, n)], x[: n % batch_size or batch_size]]
+
+
 def watched_key(objective: Objective) -> str:
     """What early stopping and the best epoch are judged on."""
     return "valid_neg_elbo" if objective.variational else "valid_loss"
@@ -108,13 +114,9 @@ def train(
     step_fn = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
     n = x_train.shape[0]
     outcome = TrainOutcome()
-    shapes = [x_train[: min(batch_size, n)], x_train[: n % batch_size or batch_size]]
-    eval_shapes = []
-    if x_valid is not None:  # validation's own batch shapes compile here too
-        valid_batch = decode_batch(model, x_valid)
-        m = x_valid.shape[0]
-        eval_shapes = [x_valid[: min(valid_batch, m)], x_valid[: m % valid_batch or valid_batch]]
-    outcome.compile_seconds = step_fn.precompile(shapes, eval_shapes)
+    if mode.compiled:  # every batch shape the loop and validation will see, compiled now
+        valid = [] if x_valid is None else batch_shapes(x_valid, decode_batch(model, x_valid))
+        outcome.compile_seconds = step_fn.precompile(batch_shapes(x_train, batch_size), valid)
     order_rng = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     watched = watched_key(objective)
