@@ -15,7 +15,8 @@ from tests.conftest import FAST_CLI, REPO
 from vaebench.cli import main
 from vaebench.config import RunConfig, from_text
 from vaebench.io import write_results
-from vaebench.seeds import difference, summary_rows
+from vaebench.schema import COLUMNS, MISSING
+from vaebench.seeds import difference, mean_std, several_seeds, summary_rows
 
 
 def welch_by_hand(base: list[float], new: list[float]) -> tuple[float, float, float]:
@@ -47,6 +48,71 @@ def test_difference_without_error_bars_or_without_spread():
     assert not one.has_error_bars and math.isnan(one.p) and one.delta == 1.5
     assert difference([1.0, 1.0], [2.0, 2.0]).p == 0.0  # no spread, different: certain
     assert difference([1.0, 1.0], [1.0, 1.0]).p == 1.0
+
+
+def test_one_sided_and_empty_differences_have_unbounded_or_no_figures():
+    for base, new in (([], [1.0]), ([1.0], []), ([], [])):
+        nothing = difference(base, new)
+        assert all(math.isnan(v) for v in (nothing.delta, nothing.low, nothing.high, nothing.p))
+        assert (nothing.n_base, nothing.n_new) == (len(base), len(new))
+    for base, new in (([1.0], [2.0, 4.0, 6.0]), ([2.0, 4.0, 6.0], [1.0])):
+        one = difference(base, new)  # one value on a side: a delta but no error bar
+        assert (one.low, one.high) == (-math.inf, math.inf) and math.isnan(one.p)
+        assert (one.n_base, one.n_new) == (len(base), len(new))
+    flat = difference([1.0, 1.0], [3.0, 3.0, 3.0])
+    assert (flat.delta, flat.low, flat.high, flat.p) == (2.0, 2.0, 2.0, 0.0)
+    assert (flat.n_base, flat.n_new) == (2, 3)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss")  # scipy, of the flat side
+def test_one_flat_side_is_still_welchs_test():
+    base, new = [5.0, 5.0, 5.0], [5.5, 6.0, 7.5, 6.5]  # only one side has spread
+    diff = difference(base, new)
+    assert (diff.p, diff.low, diff.high) == pytest.approx(welch_by_hand(base, new), rel=1e-9)
+    assert 0 < diff.p < 1
+
+
+IW_NLL = next(c for c in COLUMNS if c.key == "iw_nll")
+
+
+def test_mean_std_text():
+    assert mean_std(IW_NLL, []) == MISSING
+    assert mean_std(IW_NLL, [3.14159]) == "3.14"
+    assert mean_std(IW_NLL, [1.0, 2.0, 6.0]) == "3.00 ± 2.65 (n=3)"  # sample std: sqrt(7)
+
+
+def modal(rows: list[dict]) -> list[dict]:
+    return [{**row, "precision": "fp32", "compile": "none"} for row in rows]
+
+
+def test_summary_rows_by_hand():
+    rows = modal(rows_for({"mlp": [10.0, 14.0], "conv": [7.0]}))
+    rows[0]["iw_samples"] = 50  # a setting is read from the model's first row
+    rows[1]["status"] = "diverged at step 3"
+    mlp, conv = summary_rows(rows)
+    assert mlp["plugin"] == "mlp" and mlp["iw_samples"] == 50
+    assert mlp["status"] == "ok 1/2" and mlp["seed"] == "0,1"
+    assert mlp["iw_nll"] == "10.00"  # the diverged seed is left out of the figures
+    assert conv["status"] == "ok 1/1" and conv["seed"] == "0" and conv["iw_nll"] == "7.00"
+    metrics = {"iw_nll", "train_samples_per_s"}  # the rows' metrics, and no other column
+    assert set(mlp) - metrics == {
+        "model",
+        "plugin",
+        "prior",
+        "precision",
+        "compile",
+        "seed",
+        "status",
+        "dataset",
+        "likelihood",
+        "iw_samples",
+    }
+    assert metrics <= set(mlp)
+
+
+def test_several_seeds_means_two_seeds_of_one_model():
+    assert not several_seeds(modal(rows_for({"mlp": [1.0], "conv": [2.0]})))
+    assert several_seeds(modal(rows_for({"mlp": [1.0], "conv": [2.0, 3.0]})))
 
 
 def rows_for(values: dict[str, list[float]], *, speed: list[float] | None = None) -> list[dict]:
