@@ -105,19 +105,55 @@ def seeded(nlls: list[float], speeds: list[float]) -> list[dict]:
 
 def test_with_seeds_only_significant_changes_count(tmp_path):
     base = seeded([90.0, 90.4, 89.6, 90.2], [1000, 1010, 990, 1005])
-    noisy = seeded([91.0, 89.0, 92.0, 90.0], [800, 1200, 700, 1100])  # big but noisy
+    noisy = seeded([92.0, 89.0, 93.0, 89.4], [700, 1100, 600, 1000])  # beyond both, but noise
     result = compare(tmp_path / "noise", base, noisy)
     assert result.regressions == [] and result.notes == []
     record = result.table.iloc[0]
     assert record["seeds base/new"] == "4/4"
-    assert record["delta [95% CI]"].startswith("+0.450 [") and record["delta [95% CI]"].endswith(
-        "]"
-    )
+    assert (record["base"], record["new"]) == ("90.05", "90.85")  # the means of the seeds
+    assert record["delta [95% CI]"] == "+0.800 [-2.258, +3.858]"
+    assert record["train samples/s change"] == "-15.1%"
     assert float(record["p"]) > 0.05 and float(record["train samples/s p"]) > 0.05
     real = seeded([92.0, 92.4, 91.6, 92.2], [700, 710, 690, 705])
     regressed = compare(tmp_path / "real", base, real)
     assert regressed.regressions == [f"{LABEL}: IW-NLL +2.000 nats; train samples/s -30.0%"]
     assert float(regressed.table["p"][0]) < 0.05
+    tight = seeded([92.0, 92.001, 91.999, 92.0005], [700, 700.1, 699.9, 700.05])
+    steady = seeded([90.0, 90.001, 89.999, 90.0005], [1000, 1000.1, 999.9, 1000.05])
+    certain = compare(tmp_path / "tight", steady, tight).table.iloc[0]
+    assert "e-" in certain["p"] and "e-" in certain["train samples/s p"]  # 1.2e-05, not 1.2E-05
+
+
+def test_one_failing_seed_among_several_is_named(tmp_path):
+    base = seeded([90.0, 90.1], [1000, 1000])
+    new = seeded([90.0, 90.1], [1000, 1000])
+    new[1]["status"] = "diverged at step 9"
+    result = compare(tmp_path, base, new)
+    assert result.regressions == [f"{LABEL}: now diverged at step 9"]
+    assert result.table["finished base -> new"][0] == "2/2 -> 1/2"
+
+
+def test_a_run_without_nlls_is_labelled_iw_nll(tmp_path):
+    base, new = one(math.nan), one(math.nan)
+    record = compare(tmp_path, base, new).table.iloc[0]
+    assert (record["NLL"], record["base"], record["delta [95% CI]"]) == ("IW-NLL", "–", "–")
+
+
+def test_one_thin_model_is_enough_for_the_note(tmp_path):
+    base = rows_for({"conv": [80.0], "mlp": [90.0, 90.2]})
+    new = rows_for({"conv": [80.0], "mlp": [90.0, 90.2]})
+    assert compare(tmp_path, base, new).notes == [
+        "one seed on a side: no error bars, thresholds alone"
+    ]
+
+
+def test_slowdown_edges(tmp_path):
+    exact = compare(tmp_path / "exact", one(90.0, 1024.0), one(90.0, 768.0), max_slowdown=0.25)
+    assert exact.regressions == []  # -25.0% is not beyond a 25% budget
+    slow = compare(tmp_path / "slow", one(90.0, 0.5), one(90.0, 0.25))
+    assert slow.table["train samples/s change"][0] == "-50.0%" and slow.regressions
+    zero = compare(tmp_path / "zero", one(90.0, 0.0), one(90.0, 10.0))
+    assert zero.table["train samples/s change"][0] == "–" and zero.regressions == []
 
 
 def test_alpha_decides_between_noise_and_regression(tmp_path):
@@ -172,13 +208,20 @@ def write_sweep(folder, rows: list[dict]) -> None:
 
 def test_sweep_rows_carry_their_axes_in_the_model_name(tmp_path):
     rows = [
-        {**row, "axis.latent_dim": dim, "axis.seed": row["seed"], "axis.plugins": "mlp"}
+        {
+            **row,
+            "axis.latent_dim": dim,
+            "axis.beta": 0.5,
+            "axis.seed": row["seed"],
+            "axis.plugins": "mlp",
+        }
         for dim in (8, 16)
         for row in rows_for({"mlp": [90.0 + dim, 91.0 + dim]})
     ]
     write_sweep(tmp_path / "sweep", rows)
     loaded = load_rows(tmp_path / "sweep")
-    assert [r["model"] for r in loaded] == ["vae [latent_dim=8]"] * 2 + ["vae [latent_dim=16]"] * 2
+    names = ["vae [latent_dim=8 beta=0.5]"] * 2 + ["vae [latent_dim=16 beta=0.5]"] * 2
+    assert [r["model"] for r in loaded] == names
     assert all((r["precision"], r["compile"]) == ("fp32", "none") for r in loaded)
     assert loaded[0]["iw_nll"] == 98.0
 
