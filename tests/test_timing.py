@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vaebench import timing
+from vaebench.plugins.objectives import VAEObjective
 from vaebench.timing import WARMUP_CALLS, summarize, time_call
 
 
@@ -72,3 +73,118 @@ def test_every_clock_read_follows_a_device_synchronization(fake):
     reads = [i for i, event in enumerate(fake.events) if event == "clock"]
     assert len(reads) >= 4
     assert all(fake.events[i - 1] == "sync:cuda" for i in reads)
+
+
+def test_time_call_runs_until_min_run_time(fake):
+    time_call(
+        fake.fn, batch_size=1, device=torch.device("cuda"), min_run_time=0.2, clock=fake.clock
+    )
+    timed = fake.events.count("call") - WARMUP_CALLS
+    assert timed * fake.step >= 0.2  # at least min_run_time of timed calls
+    assert timed * fake.step < 0.2 * 3  # and not far beyond it
+
+
+def test_iqr_and_spread_of_an_asymmetric_sample():
+    result = summarize([1.0, 2.0, 3.0, 10.0, 20.0], batch_size=4)
+    assert (result.q25_s, result.median_s, result.q75_s) == (2.0, 3.0, 10.0)
+    assert result.iqr_s == 8.0 and result.relative_spread == pytest.approx(8 / 3)
+    assert result.samples_per_s == pytest.approx(4 / 3)
+
+
+def test_synchronize_waits_only_on_cuda(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    timing.synchronize(torch.device("cpu"))
+    assert calls == []
+    cuda = torch.device("cuda", 1)
+    timing.synchronize(cuda)
+    assert calls == [cuda]
+
+
+def test_repeat_to_cycles_the_examples():
+    x = torch.arange(3).view(3, 1)
+    assert timing.repeat_to(x, 7).view(-1).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert timing.repeat_to(x, 2).view(-1).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (MemoryError("no room"), True),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 8 TB"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("out of range"), False),
+    ],
+)
+def test_out_of_memory_is_recognised_by_type_or_message(exc, expected):
+    assert timing.out_of_memory(exc) is expected
+
+
+def tiny_model():
+    from tests.test_metrics import tiny_vae
+
+    return tiny_vae().train()
+
+
+class FakeTimer:
+    """``time_call`` that calls once, noting the mode the model was in, and returns a figure."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, []
+
+    def __call__(self, fn, *, batch_size, device, min_run_time):
+        fn()
+        self.calls.append((batch_size, self.model.training, min_run_time))
+        return timing.Timing(0.001 * len(self.calls), 0.0, 0.0, 1, batch_size)
+
+
+def test_measure_model_phases_modes_and_restored_weights(monkeypatch):
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    timer = FakeTimer(model)
+    monkeypatch.setattr(timing, "time_call", timer)
+    monkeypatch.setattr(timing, "peak_memory_mb", lambda fn, device: 1.5)
+    x = torch.rand(5, 1, 3, 4)
+    result = timing.measure_model(model, VAEObjective(), x, [4, 8, 4], lr=1e-2, min_run_time=0.3)
+    assert list(result.figures) == [4, 8]  # each size once, in the order asked
+    # train in train mode, encode and decode in eval mode, at each size
+    assert timer.calls == [
+        (4, True, 0.3), (4, False, 0.3), (4, False, 0.3),
+        (8, True, 0.3), (8, False, 0.3), (8, False, 0.3),
+    ]  # fmt: skip
+    assert [result.figures[8][p].timing.median_s for p in timing.PHASES] == [0.004, 0.005, 0.006]
+    assert all(f.peak_mb == 1.5 for size in result.figures.values() for f in size.values())
+    assert result.compile_seconds == 0.0 and result.out_of_memory == []
+    assert torch.isnan(torch.tensor(result.device_busy))  # CPU: no device-busy figure
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # timing left no trace
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+def test_measure_model_skips_a_size_that_does_not_fit(monkeypatch):
+    model = tiny_model()
+    real = timing._measure_size
+
+    def planted(result, model, step, x, size, *args):
+        if size == 1024:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9 GiB")
+        if size == 2048:
+            raise RuntimeError("a bug, not memory")
+        return real(result, model, step, x, size, *args)
+
+    monkeypatch.setattr(timing, "_measure_size", planted)
+    x = torch.rand(5, 1, 3, 4)
+    result = timing.measure_model(model, VAEObjective(), x, [4, 1024], lr=1e-2, min_run_time=0.001)
+    assert list(result.figures) == [4] and result.out_of_memory == [1024]
+    with pytest.raises(RuntimeError, match="a bug"):
+        timing.measure_model(model, VAEObjective(), x, [4, 2048], lr=1e-2, min_run_time=0.001)
+    with pytest.raises(RuntimeError, match="out of memory"):  # the run's own batch must fit
+        timing.measure_model(model, VAEObjective(), x, [1024, 4], lr=1e-2, min_run_time=0.001)
+
+
+def test_measure_reparam_kl_times_its_rows():
+    result = timing.measure_reparam_kl(
+        "torch", rows=32, latent_dim=4, device=torch.device("cpu"), min_run_time=0.01
+    )
+    assert result.batch_size == 32 and result.runs >= 1 and result.median_s > 0

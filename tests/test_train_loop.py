@@ -1,0 +1,251 @@
+"""The training loop's bookkeeping against hand computations: validation means weighted by
+batch, the random state it leaves alone, the step a divergence is reported at, which hooks
+run per step, the shuffle each seed gives, and the epochs early stopping keeps and stops at.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tests.test_bookkeeping import Recorded
+from vaebench import train as train_module
+from vaebench.train import batch_shapes, train, validate, watched_key
+
+
+class Plain(Recorded):
+    """Not variational: only a loss, no ELBO terms."""
+
+    variational = False
+
+    def loss(self, model, x, step):
+        value, _ = super().loss(model, x, step)
+        return value, {}
+
+
+class Noisy(Recorded):
+    """Variational, with a loss that draws noise; records the mode the model is in."""
+
+    def __init__(self) -> None:
+        self.modes: list[bool] = []
+
+    def loss(self, model, x, step):
+        self.modes.append(model.training)
+        value = x.flatten(1).sum(1) + torch.rand(()) + 0 * sum(p.sum() for p in model.parameters())
+        return value.mean(), {"recon": value, "kl": 0 * value}
+
+
+class Other(Recorded):
+    """Variational with terms that are not the ELBO's: validation asks the model for them."""
+
+    def loss(self, model, x, step):
+        value, _ = super().loss(model, x, step)
+        return value, {"iwae": value}
+
+
+class ModelWithTerms(nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(1, 1)
+
+    def loss_terms(self, x):
+        class Terms:
+            neg_elbo = 10 * x.flatten(1).sum(1)
+
+        return Terms()
+
+
+def squares(n: int) -> torch.Tensor:
+    return torch.arange(n, dtype=torch.float32).view(n, 1) ** 2
+
+
+def test_validate_weights_each_batch_by_its_size(monkeypatch):
+    monkeypatch.setattr(train_module, "decode_batch", lambda model, x: 4)  # 4 + 4 + 2
+    x = squares(10)
+    model = nn.Linear(1, 1).train()
+    result = validate(model, Recorded(), x, step=0)
+    mean = x.sum().item() / 10  # per example, not per batch (2 batches of 4 and 1 of 2)
+    assert result == {"valid_loss": pytest.approx(mean), "valid_neg_elbo": pytest.approx(3 * mean)}
+    assert model.training  # back in the mode it came in
+    assert validate(model, Plain(), x, step=0) == {"valid_loss": pytest.approx(mean)}
+    other = validate(ModelWithTerms(), Other(), x, step=0)
+    assert other["valid_neg_elbo"] == pytest.approx(10 * mean)
+
+
+def test_validate_runs_in_eval_mode_with_its_own_seed():
+    x = squares(6)
+    objective = Noisy()
+    model = nn.Linear(1, 1).train()
+    torch.manual_seed(5)
+    first = validate(model, objective, x, step=0)
+    after = torch.rand(())
+    torch.manual_seed(5)
+    expected_after = torch.rand(())
+    assert after == expected_after  # the caller's random state is left as it was
+    torch.manual_seed(99)
+    assert validate(model, objective, x, step=0) == first  # the same noise every epoch
+    assert set(objective.modes) == {False}
+    model.eval()
+    validate(model, objective, x, step=0)
+    assert not model.training
+
+
+def test_batch_shapes():
+    x = squares(10)
+    assert [b.shape[0] for b in batch_shapes(x, 4)] == [4, 2]
+    assert [b.shape[0] for b in batch_shapes(x, 5)] == [5, 5]
+    assert [b.shape[0] for b in batch_shapes(x, 32)] == [10, 10]
+
+
+def test_watched_key():
+    assert watched_key(Recorded()) == "valid_neg_elbo" and watched_key(Plain()) == "valid_loss"
+
+
+def test_missing_terms_read_as_nan_and_hooks_run_each_step():
+    calls, seen = [], []
+
+    def transform(xb):
+        seen.append(xb.shape[0])
+        return xb * 0  # what the step sees: the transformed batch
+
+    outcome = train(
+        nn.Linear(1, 1),
+        squares(10),
+        objective=Plain(),
+        epochs=1,
+        batch_size=4,
+        lr=0.1,
+        seed=0,
+        batch_transform=transform,
+        on_step=lambda: calls.append(1),
+    )
+    assert seen == [4, 4, 2] and len(calls) == 3
+    record = outcome.history[0]
+    assert record["loss"] == 0.0  # the loss of the transformed batches
+    assert math.isnan(record["recon"]) and math.isnan(record["kl"])
+    assert outcome.best_epoch == 1 and outcome.status == "ok" and outcome.seconds > 0
+
+
+class DivergesAt(Recorded):
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    def loss(self, model, x, step):
+        value, terms = super().loss(model, x, step)
+        return (value * math.inf if step + 1 == self.at else value), terms
+
+
+def test_divergence_names_the_step_and_stops_there():
+    outcome = train(
+        nn.Linear(1, 1),
+        squares(10),
+        objective=DivergesAt(5),
+        epochs=3,
+        batch_size=4,
+        lr=0.1,
+        seed=0,
+    )
+    assert outcome.status == "diverged at step 5" and outcome.diverged
+    assert outcome.steps == 5 and outcome.epochs_run == 1 and outcome.seconds > 0
+
+
+def test_each_seed_shuffles_its_own_way():
+    orders = {}
+    for seed in (0, 1):
+        seen = []
+        train(
+            nn.Linear(1, 1),
+            squares(8),
+            objective=Recorded(),
+            epochs=1,
+            batch_size=1,
+            lr=0.0,
+            seed=seed,
+            batch_transform=lambda xb, seen=seen: seen.append(int(xb.item())) or xb,
+        )
+        orders[seed] = seen
+        expected = torch.randperm(8, generator=torch.Generator().manual_seed(seed))
+        assert seen == (expected**2).tolist()
+    assert orders[0] != orders[1]
+
+
+class Scripted(Recorded):
+    """Validation figures read from a script, one per epoch."""
+
+    def __init__(self, figures: list[float]) -> None:
+        self.figures, self.epoch = figures, 0
+
+    def loss(self, model, x, step):
+        value, terms = super().loss(model, x, step)
+        if not model.training:  # validation
+            figure = torch.tensor(self.figures[min(self.epoch, len(self.figures) - 1)])
+            return figure, {"recon": figure.expand(x.shape[0]), "kl": 0 * figure.expand(x.shape[0])}
+        return value, terms
+
+
+def run_scripted(figures, *, epochs, patience, monkeypatch):
+    objective = Scripted(figures)
+    original = train_module.validate
+
+    def validate_and_count(*args):
+        result = original(*args)
+        objective.epoch += 1
+        return result
+
+    monkeypatch.setattr(train_module, "validate", validate_and_count)
+    return train(
+        nn.Linear(1, 1),
+        squares(8),
+        objective=objective,
+        epochs=epochs,
+        batch_size=4,
+        lr=0.1,
+        seed=0,
+        x_valid=squares(3),
+        patience=patience,
+    )
+
+
+@pytest.mark.parametrize(
+    "figures, epochs, patience, best, run, stopped",
+    [
+        ([5, 4, 6, 7, 8], 5, 2, 2, 4, True),  # 2 epochs without improvement after the best
+        ([5, 4, 6, 3, 8], 5, 2, 4, 5, False),  # improved in time: runs to the end
+        ([5, 4, 6, 7, 8], 4, 2, 2, 4, False),  # the last epoch is no early stop
+        ([5, 4, 4, 4, 4, 4], 6, 3, 2, 5, True),  # equal is no improvement; stops at 2 + 3
+        ([5, 4, 6, 7, 8], 5, 0, 2, 5, False),  # no patience: every epoch
+        ([5, 6, 7], 3, 1, 1, 2, True),
+    ],
+)
+def test_early_stopping_by_hand(monkeypatch, figures, epochs, patience, best, run, stopped):
+    outcome = run_scripted(figures, epochs=epochs, patience=patience, monkeypatch=monkeypatch)
+    assert (outcome.best_epoch, outcome.epochs_run, outcome.stopped_early) == (best, run, stopped)
+    assert [r["valid_neg_elbo"] for r in outcome.history] == figures[:run]
+
+
+class Regress(Plain):
+    """A loss with a gradient, so that every step moves the weights."""
+
+    def loss(self, model, x, step):
+        return (model(x) - x).pow(2).mean(), {}
+
+
+def test_the_best_epochs_weights_are_restored(monkeypatch):
+    snapshots = {}
+    original = train_module.validate
+
+    def remember(model, *args):
+        snapshots[len(snapshots) + 1] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"valid_loss": [3.0, 1.0, 2.0][len(snapshots) - 1], "valid_neg_elbo": 0.0}
+
+    monkeypatch.setattr(train_module, "validate", remember)
+    model = nn.Linear(1, 1)
+    outcome = train(
+        model, squares(8), objective=Regress(), epochs=3, batch_size=4, lr=0.1, seed=0,
+        x_valid=squares(3),
+    )  # fmt: skip
+    assert outcome.best_epoch == 2 and original is not remember
+    assert all(torch.equal(v, snapshots[2][k]) for k, v in model.state_dict().items())
+    assert not torch.equal(model.weight, snapshots[3]["weight"])
