@@ -155,6 +155,7 @@ def test_to_labels():
     labels = to_labels(np.array([2.0, 0.0, 65535.0]), 3, "s")
     assert labels.dtype == torch.int64 and labels.tolist() == [2, 0, 65535]
     assert to_labels(np.array([], dtype=np.int64), 0, "s").shape == (0,)
+    assert to_labels(np.array([1, 0], dtype=np.float32), 2, "s").tolist() == [1, 0]
     cases = [
         (np.zeros((3, 1)), "s: expected 3 labels in a 1-D array, got shape (3, 1)"),
         (np.zeros(4), "s: expected 3 labels in a 1-D array, got shape (4,)"),

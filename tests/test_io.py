@@ -271,7 +271,9 @@ def test_load_run_refuses(tmp_path):
     )
     (folder / "config.json").unlink()
     (folder / "history.json").write_text("[]")
-    assert "expected an object of model label" in message(io.load_run, folder)
+    assert message(io.load_run, folder) == (
+        f"{folder / 'history.json'}: expected an object of model label -> epochs"
+    )
 
 
 def test_environment_names_the_machine():

@@ -1,0 +1,139 @@
+"""The runner's small parts, each against a hand-made answer: the one-line error text, which
+kernel backends are timed, the data digests, what a mode costs in nats, the objective's
+options, the out-of-memory messages, and what the trackers are told about a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from vaebench import runner
+from vaebench.config import RunConfig
+from vaebench.data import Dataset
+from vaebench.errors import DataError
+
+
+def test_one_line_joins_lines_and_caps_the_length():
+    assert runner._one_line(ValueError("first\nsecond")) == "ValueError: first second"
+    text = runner._one_line(RuntimeError("x" * 500))
+    assert len(text) == 300 and text.startswith("RuntimeError: xxx")
+
+
+def test_timed_backends(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runner.timed_backends("triton", cpu) == ["triton", "torch"]
+    assert runner.timed_backends("torch", cpu) == ["torch"]
+    monkeypatch.setattr(runner, "triton_available", lambda: True)
+    assert runner.timed_backends("torch", cuda) == ["torch", "compile", "triton"]
+    assert runner.timed_backends("triton", cuda) == ["triton", "torch", "compile"]
+    monkeypatch.setattr(runner, "triton_available", lambda: False)
+    assert runner.timed_backends("compile", cuda) == ["compile", "torch"]
+
+
+def test_digests_name_each_file_by_its_bytes(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "sub" / "b.npz"
+    b.parent.mkdir()
+    a.write_bytes(b"alpha")
+    b.write_bytes(b"beta")
+    x = torch.rand(4, 2)
+    digests = runner.data_digests(Dataset("d", x, x, files=(str(b), str(a))))
+    assert digests == {
+        str(b): hashlib.sha256(b"beta").hexdigest(),
+        str(a): hashlib.sha256(b"alpha").hexdigest(),
+    }
+    text = f"a.npz {digests[str(a)]}\nb.npz {digests[str(b)]}\n"  # sorted by path, named
+    assert runner.combined_digest(digests) == hashlib.sha256(text.encode()).hexdigest()
+    assert runner.combined_digest({}) == ""
+
+
+def test_quality_deltas_are_this_row_minus_its_reference():
+    row = {"iw_nll": 90.5, "recon_nll": 60.25, "kl": 3.0}
+    reference = {"iw_nll": 90.0, "recon_nll": 61.0, "kl": 2.0}
+    assert runner.quality_deltas(row, reference) == {
+        "delta_iw_nll_vs_fp32_eager": 0.5,
+        "delta_recon_nll_vs_fp32_eager": -0.75,
+    }
+    assert runner.quality_deltas({"iw_nll": 90.5, "recon_nll": None}, reference) == {
+        "delta_iw_nll_vs_fp32_eager": 0.5
+    }
+    assert runner.quality_deltas(row, {"iw_nll": None}) == {}
+
+
+class Context:
+    """What ``objective_options`` reads of a run context."""
+
+    objective_options = runner.RunContext.objective_options
+
+    def __init__(self, config: RunConfig, steps: int) -> None:
+        self.config, self.steps_per_epoch = config, steps
+
+
+def test_objective_options_turn_warmup_epochs_into_steps():
+    config = RunConfig(beta=0.5, kl_warmup=3, corruption=0.2, sparsity=0.01, iwae_samples=7)
+    assert Context(config, steps=11).objective_options() == {
+        "beta": 0.5,
+        "kl_warmup_steps": 33,
+        "corruption": 0.2,
+        "sparsity": 0.01,
+        "iwae_samples": 7,
+    }
+
+
+def test_data_that_does_not_fit_in_memory_is_named(monkeypatch, registry):
+    def full(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(runner, "_load_dataset", full)
+    with pytest.raises(DataError) as caught:
+        runner.load_dataset(RunConfig(dataset="digits"), registry)
+    assert str(caught.value) == "digits: the data does not fit in memory"
+    config = RunConfig(task="mnist-static", data_root="/data")
+    with pytest.raises(DataError) as caught:
+        runner.load_dataset(config, registry)
+    assert str(caught.value) == "task mnist-static in /data: the data does not fit in memory"
+
+
+def test_a_dataset_plugin_must_return_a_dataset(registry, monkeypatch):
+    monkeypatch.setattr(runner, "call_factory", lambda *a, **k: [1, 2])
+    with pytest.raises(DataError) as caught:
+        runner.named_dataset(RunConfig(dataset="digits"), registry)
+    assert str(caught.value) == "dataset 'digits' returned list, not vaebench.data.Dataset"
+
+    def full(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(runner, "call_factory", full)
+    with pytest.raises(DataError) as caught:
+        runner.named_dataset(RunConfig(dataset="synthetic", dataset_options={"n": 9}), registry)
+    assert str(caught.value) == "dataset 'synthetic' with {'n': 9} does not fit in memory"
+
+
+def test_model_record_reads_the_row(tmp_path, registry):
+    row = {
+        "model": "vae",
+        "plugin": "mlp",
+        "prior": "normal",
+        "precision": "fp32",
+        "compile": "none",
+        "seed": 3,
+        "status": "ok",
+        "latent_dim": 8,
+        "iw_nll": 90.5,
+        "neg_elbo": math.nan,
+        "kl": 4,
+        "checkpoint": "checkpoints/vae-mlp-normal.pt",
+    }
+    history = [{"epoch": 1, "loss": 2.0}]
+    record = runner.model_record(row, history, tmp_path, registry, seeded=True)
+    assert record.label == "vae:mlp/normal seed 3" and record.status == "ok"
+    assert record.settings["latent_dim"] == 8 and record.settings["plugin"] == "mlp"
+    assert record.metrics == {"iw_nll": 90.5, "kl": 4.0}  # finite numbers only
+    assert record.history == history
+    assert record.checkpoint == tmp_path / "checkpoints/vae-mlp-normal.pt"
+    assert record.views is not None
+    plain = runner.model_record({**row, "checkpoint": None}, [], tmp_path, registry)
+    assert plain.label == "vae:mlp/normal" and plain.checkpoint is None and plain.views is None
