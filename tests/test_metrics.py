@@ -207,3 +207,14 @@ def test_categorical_likelihood_matches_torch_distributions(bins):
     torch.testing.assert_close(
         lik.mean(logits), (probs * torch.linspace(0, 1, bins)).sum(-1), rtol=1e-5, atol=1e-6
     )
+
+
+def test_probe_fits_on_a_fixed_seed_subsample(monkeypatch):
+    monkeypatch.setattr(metrics, "PROBE_MAX_TRAIN", 50)
+    codes = torch.randn(200, 3)
+    picked = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:50]
+    y = torch.ones(200, dtype=torch.long)
+    y[picked] = 0  # the subsample holds one class only: nothing to fit
+    assert math.isnan(metrics.probe_accuracy(codes, y, codes[:10], y[:10]))
+    monkeypatch.setattr(metrics, "PROBE_MAX_TRAIN", 200)  # every code: both classes
+    assert 0 <= metrics.probe_accuracy(codes, y, codes[:10], y[:10]) <= 1

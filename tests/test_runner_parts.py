@@ -14,7 +14,7 @@ import torch
 from vaebench import runner
 from vaebench.config import RunConfig
 from vaebench.data import Dataset
-from vaebench.errors import DataError
+from vaebench.errors import ConfigError, DataError
 
 
 def test_one_line_joins_lines_and_caps_the_length():
@@ -137,3 +137,16 @@ def test_model_record_reads_the_row(tmp_path, registry):
     assert record.views is not None
     plain = runner.model_record({**row, "checkpoint": None}, [], tmp_path, registry)
     assert plain.label == "vae:mlp/normal" and plain.checkpoint is None and plain.views is None
+
+
+def test_a_dataset_factory_that_rejects_its_options_names_the_flag(registry, monkeypatch):
+    from types import SimpleNamespace
+
+    def fussy(seed: int = 0, size: int = 1):
+        raise ValueError("size must be even")
+
+    component = SimpleNamespace(kind="dataset", name="fussy", factory=fussy)
+    monkeypatch.setattr(registry, "get", lambda kind, name: component)
+    with pytest.raises(ConfigError) as caught:
+        runner.named_dataset(RunConfig(dataset="fussy", dataset_options={"size": 3}), registry)
+    assert str(caught.value) == "-D: dataset 'fussy' rejected {'size': 3}: size must be even"
