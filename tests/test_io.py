@@ -201,7 +201,9 @@ def test_old_rows_read_as_fp32_eager(tmp_path):
     assert (first["precision"], first["compile"]) == ("fp32", "none")
     assert (second["precision"], second["compile"]) == ("bf16", "none")
     path.write_text(json.dumps([old, 5]))
-    assert "holds no result rows" in message(io.read_rows, path)
+    assert message(io.read_rows, path) == (
+        f"{path}: holds no result rows (expected a list of objects)"
+    )
 
 
 @pytest.mark.parametrize(

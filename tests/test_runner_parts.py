@@ -6,8 +6,10 @@ options, the out-of-memory messages, and what the trackers are told about a mode
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +152,100 @@ def test_a_dataset_factory_that_rejects_its_options_names_the_flag(registry, mon
     with pytest.raises(ConfigError) as caught:
         runner.named_dataset(RunConfig(dataset="fussy", dataset_options={"size": 3}), registry)
     assert str(caught.value) == "-D: dataset 'fussy' rejected {'size': 3}: size must be even"
+
+
+TINY = {
+    "dataset": "synthetic",
+    "dataset_options": {"n_train": 48, "n_test": 16, "n_valid": 8},
+    "epochs": 1,
+    "batch_size": 16,
+    "latent_dim": 4,
+    "iw_samples": 2,
+    "timing_min_time": 0.005,
+}
+
+
+def tiny_run(tmp_path, registry, reporter=None, **settings) -> list[dict]:
+    config = RunConfig(out=str(tmp_path / "run"), **{**TINY, **settings}).resolve(registry)
+    return runner.run(config, registry, reporter)
+
+
+def test_a_second_precision_row_carries_its_cost_in_nats(tmp_path, registry):
+    fp32, bf16 = tiny_run(tmp_path, registry, precision=["fp32", "bf16"])
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert "delta_iw_nll_vs_fp32_eager" not in fp32 or fp32["delta_iw_nll_vs_fp32_eager"] is None
+    for key in ("iw_nll", "recon_nll"):
+        assert bf16[f"delta_{key}_vs_fp32_eager"] == bf16[key] - fp32[key]
+
+
+def test_ae_family_rows_use_the_normal_prior_once(tmp_path, registry):
+    rows = tiny_run(tmp_path, registry, models=["ae", "vae"], priors=["normal", "mog"])
+    assert [(r["model"], r["prior"], r["family"]) for r in rows] == [
+        ("ae", "normal", "ae"),
+        ("vae", "normal", "vae"),
+        ("vae", "mog", "vae"),
+    ]
+
+
+class Spy(runner.Reporter):
+    def __init__(self) -> None:
+        self.bars: list[tuple[str, int]] = []
+
+    def progress(self, description, total):
+        self.bars.append((description, total))
+        return super().progress(description, total)
+
+
+def test_the_run_context_and_files(tmp_path, registry, monkeypatch):
+    sampled = []
+    monkeypatch.setattr(runner, "sample_binary", lambda b: sampled.append(1) or b)
+    spy = Spy()
+    row = tiny_run(tmp_path, registry, spy, seeds=[0, 1])[0]
+    assert sampled == []  # only dynamic binarization samples the training batches
+    assert ("training vae:mlp/normal seed 0", 3) in spy.bars  # 48 / 16 steps, the seed named
+    assert row["likelihood"] == "bernoulli" and row["sample_confidence"] is not None
+    assert row["reparam_kl_torch_samples_per_s"] > 0
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["data_files"] == {}  # a generated dataset reads no file
+    dynamic = tiny_run(tmp_path / "dynamic", registry, binarize="dynamic")
+    assert len(sampled) == 3 and dynamic[0]["status"] == "ok"
+
+
+def test_real_valued_data_gets_a_gaussian_and_files_their_digest(tmp_path, registry):
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.normal(size=(40, 6)), x_test=rng.normal(size=(10, 6)))
+    row = tiny_run(tmp_path, registry, dataset=str(path), dataset_options={})[0]
+    assert row["likelihood"] == "gaussian" and row["status"] == "ok"
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["data_files"] == {str(path): hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert row["data_sha256"] == runner.combined_digest(environment["data_files"])
+
+
+def test_data_file_options_reach_the_loader(tmp_path, registry):
+    config = RunConfig(dataset=str(tmp_path / "x.npz"), dataset_options={"bogus": 1})
+    with pytest.raises(DataError, match=r"^-D bogus: a data file accepts only layout"):
+        runner.load_dataset(config, registry)
+
+
+def test_a_run_too_large_for_memory_is_one_line(tmp_path, registry, monkeypatch):
+    def too_big(config, registry):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory:\nyou tried 9 TB")
+
+    monkeypatch.setattr(runner.RunContext, "resolve", too_big)
+    with pytest.raises(ConfigError) as caught:
+        tiny_run(tmp_path, registry)
+    assert str(caught.value) == (
+        "the run does not fit in memory (data synthetic, --latent-dim 4, --batch-size 16: "
+        "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried 9 TB); "
+        "use smaller sizes"
+    )
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_overwrite_replaces_the_folder_whole(tmp_path, registry):
+    tiny_run(tmp_path, registry)
+    stale = tmp_path / "run" / "stale.txt"
+    stale.write_text("from before")
+    tiny_run(tmp_path, registry, overwrite=True)
+    assert not stale.exists() and (tmp_path / "run" / "results.json").is_file()
