@@ -73,6 +73,13 @@ def test_check_writable_asks_for_write_and_search_permission(tmp_path, monkeypat
     assert asked == [(tmp_path, os.W_OK | os.X_OK)]
 
 
+def test_check_writable_says_when_the_folder_is_not_writable(tmp_path, monkeypatch):
+    monkeypatch.setattr(io.os, "access", lambda path, mode: False)
+    assert message(io.check_writable, tmp_path / "run", "--out") == (
+        f"--out {tmp_path / 'run'}: {tmp_path} is not writable; choose another folder"
+    )
+
+
 def test_a_run_folder_is_replaced_only_on_request(tmp_path):
     io.check_new_run_dir(tmp_path / "fresh", overwrite=False)  # absent
     empty = tmp_path / "empty"
@@ -96,7 +103,9 @@ def test_a_run_folder_is_replaced_only_on_request(tmp_path):
         io.check_new_run_dir(run, overwrite=True)
     a_file = tmp_path / "plain"
     a_file.write_text("x")
-    assert "is a file, not a folder" in message(io.check_new_run_dir, a_file, overwrite=True)
+    assert message(io.check_new_run_dir, a_file, overwrite=True) == (
+        f"--out {a_file}: is a file, not a folder; choose a folder"
+    )
 
 
 def test_check_output_file(tmp_path):
@@ -297,6 +306,26 @@ def test_environment_names_the_machine():
     assert info["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
 
 
+def test_environment_holds_every_version(monkeypatch):
+    import platform
+    import sys
+
+    import torch
+    import triton
+
+    import vaebench
+
+    info = io.environment("cpu")
+    assert set(info) == {
+        "vaebench", "python", "platform", "torch", "triton", "cuda", "device", "device_name",
+        "cpu", "cpu_count", "torch_threads", "git_commit",
+    }  # fmt: skip
+    assert info["vaebench"] == vaebench.__version__ and info["triton"] == triton.__version__
+    assert info["platform"] == platform.platform() and info["cuda"] == torch.version.cuda
+    monkeypatch.setitem(sys.modules, "triton", None)  # not installed: the import fails
+    assert io.environment("cpu")["triton"] is None
+
+
 def test_cpu_name_reads_proc_cpuinfo(monkeypatch):
     text = "processor\t: 0\nmodel name\t: Test CPU: 9000 @ 1GHz\nflags\t: x\n"
     real = Path.read_text
@@ -304,6 +333,26 @@ def test_cpu_name_reads_proc_cpuinfo(monkeypatch):
         Path, "read_text", lambda p, *a, **k: text if str(p) == "/proc/cpuinfo" else real(p)
     )
     assert io.cpu_name() == "Test CPU: 9000 @ 1GHz"
+
+
+def test_cpu_name_falls_back_to_the_platform(monkeypatch):
+    real = Path.read_text
+    monkeypatch.setattr(
+        Path,
+        "read_text",
+        lambda p, *a, **k: "flags\t: x\n" if str(p) == "/proc/cpuinfo" else real(p),
+    )
+    monkeypatch.setattr(io.platform, "processor", lambda: "")
+    monkeypatch.setattr(io.platform, "machine", lambda: "riscv64")
+    assert io.cpu_name() == "riscv64"
+    monkeypatch.setattr(io.platform, "processor", lambda: "Some CPU")
+    assert io.cpu_name() == "Some CPU"
+
+
+def test_git_commit_is_read_where_vaebench_lives_not_where_it_runs(tmp_path, monkeypatch):
+    expected = io._git_commit()
+    monkeypatch.chdir(tmp_path)  # not a repository
+    assert io._git_commit() == expected
 
 
 def test_git_commit_outside_a_repository_is_none(monkeypatch):

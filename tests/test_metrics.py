@@ -218,3 +218,41 @@ def test_probe_fits_on_a_fixed_seed_subsample(monkeypatch):
     assert math.isnan(metrics.probe_accuracy(codes, y, codes[:10], y[:10]))
     monkeypatch.setattr(metrics, "PROBE_MAX_TRAIN", 200)  # every code: both classes
     assert 0 <= metrics.probe_accuracy(codes, y, codes[:10], y[:10]) <= 1
+
+
+def test_active_units_use_the_population_variance_and_a_strict_threshold():
+    means = torch.tensor([[0.0, 0.0, 5.0], [2.0, 0.5, 5.0]])  # population variances 1, 1/16, 0
+    assert metrics.active_units(means, threshold=1.5) == 0  # the sample variance would be 2
+    assert metrics.active_units(means, threshold=1.0) == 0  # equal to the threshold: inactive
+    assert metrics.active_units(means, threshold=0.99) == 1
+    assert metrics.active_units(means, threshold=0.05) == 2
+
+
+def test_decode_batch_budgets_decoder_outputs():
+    model = tiny_vae()
+    assert metrics.decode_batch(model, torch.zeros(1, 1, 2, 2)) == 512  # the cap, by default
+    assert metrics.decode_batch(model, torch.zeros(1, 1, 2, 2), most=700) == 700
+    image = torch.zeros(1, 3, 64, 64)  # 12,288 values: 2**24 // 12288 = 1365 -> 512
+    assert metrics.decode_batch(model, image, most=10_000) == 2**24 // (3 * 64 * 64)
+    assert metrics.decode_batch(model, torch.zeros(1, 2**25)) == 1  # at least one example
+    model.param_shape = (256, 1, 28, 28)  # a categorical decoder: 256 values per pixel
+    assert metrics.decode_batch(model, torch.zeros(1, 1, 28, 28)) == 2**24 // (256 * 784)
+
+
+def test_probe_standardizes_the_codes_and_fits_the_subsample(monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 400)
+    codes = np.stack([(y * 2 - 1 + rng.normal(size=400) * 0.5) * 1e-4, rng.normal(size=400)], 1)
+    codes, labels = torch.from_numpy(codes).float(), torch.from_numpy(y)
+    # Unscaled, the L2 penalty drowns the informative but tiny first unit; standardized, not.
+    assert metrics.probe_accuracy(codes[:300], labels[:300], codes[300:], labels[300:]) > 0.9
+    monkeypatch.setattr(metrics, "PROBE_MAX_TRAIN", 120)
+    picked = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:120]
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(codes[picked].numpy(), labels[picked].numpy())
+    expected = probe.score(codes[300:].numpy(), labels[300:].numpy())
+    assert metrics.probe_accuracy(codes[:300], labels[:300], codes[300:], labels[300:]) == expected

@@ -188,3 +188,25 @@ def test_measure_reparam_kl_times_its_rows():
         "torch", rows=32, latent_dim=4, device=torch.device("cpu"), min_run_time=0.01
     )
     assert result.batch_size == 32 and result.runs >= 1 and result.median_s > 0
+
+
+def test_measure_reparam_kl_times_forward_and_backward_of_its_backend(monkeypatch):
+    seen = {}
+
+    def spy(mu, logvar, *, backend):
+        seen.update(mu=mu, logvar=logvar, backend=backend)
+        return timing_reparameterize_kl(mu, logvar, backend="torch")
+
+    from vaebench.kernels import reparameterize_kl as timing_reparameterize_kl
+
+    monkeypatch.setattr(timing, "reparameterize_kl", spy)
+    timing.measure_reparam_kl(
+        "compile", rows=256, latent_dim=8, device=torch.device("cpu"), min_run_time=0.01
+    )
+    mu, logvar = seen["mu"], seen["logvar"]
+    assert seen["backend"] == "compile" and mu.shape == (256, 8)
+    assert 0.4 < logvar.std().item() < 0.6  # log-variances of a realistic spread
+    # d/dmu of sum(z) + sum(KL) is 1 + mu per call: a backward of both, accumulated
+    calls = mu.grad / (1 + mu.detach())
+    assert torch.allclose(calls, calls[0, 0].round().expand_as(calls), rtol=1e-4)
+    assert logvar.grad is not None and calls[0, 0] >= WARMUP_CALLS

@@ -249,3 +249,47 @@ def test_the_best_epochs_weights_are_restored(monkeypatch):
     assert outcome.best_epoch == 2 and original is not remember
     assert all(torch.equal(v, snapshots[2][k]) for k, v in model.state_dict().items())
     assert not torch.equal(model.weight, snapshots[3]["weight"])
+
+
+def test_sums_are_float64_so_large_losses_keep_their_digits():
+    x = (1e8 + torch.arange(10, dtype=torch.float64)).view(10, 1)  # float32 holds 8 digits
+    outcome = train(
+        nn.Linear(1, 1), x, objective=Recorded(), epochs=1, batch_size=3, lr=0.0, seed=0
+    )
+    assert outcome.history[0]["loss"] == 1e8 + 4.5
+    assert outcome.history[0]["kl"] == 2 * (1e8 + 4.5)
+
+
+def test_without_patience_training_never_stops_early(monkeypatch):
+    objective = Scripted([5, 6, 7])
+    monkeypatch.setattr(
+        train_module,
+        "validate",
+        lambda *a: {"valid_loss": 0.0, "valid_neg_elbo": objective.figures.pop(0)},
+    )
+    outcome = train(
+        nn.Linear(1, 1), squares(8), objective=objective, epochs=3, batch_size=4, lr=0.1,
+        seed=0, x_valid=squares(3),
+    )  # fmt: skip
+    assert outcome.epochs_run == 3 and not outcome.stopped_early and outcome.best_epoch == 1
+
+
+def test_a_compiled_mode_compiles_every_shape_the_loop_and_validation_will_see(monkeypatch):
+    from vaebench.modes import Mode, TrainStep
+
+    asked = []
+
+    def precompile(self, shapes, eval_shapes=()):
+        asked.append(([s.shape[0] for s in shapes], [s.shape[0] for s in eval_shapes]))
+        return 1.25
+
+    monkeypatch.setattr(TrainStep, "precompile", precompile)
+    monkeypatch.setattr(train_module, "decode_batch", lambda model, x: 4)
+    compiled = Mode(compile="default")
+    kwargs = {"objective": Plain(), "epochs": 1, "lr": 0.1, "seed": 0, "mode": compiled}
+    outcome = train(nn.Linear(1, 1), squares(10), batch_size=4, x_valid=squares(6), **kwargs)
+    assert asked == [([4, 2], [4, 2])] and outcome.compile_seconds == 1.25
+    train(nn.Linear(1, 1), squares(10), batch_size=5, **kwargs)
+    assert asked[1] == ([5, 5], [])
+    train(nn.Linear(1, 1), squares(10), batch_size=5, objective=Plain(), epochs=1, lr=0.1, seed=0)
+    assert len(asked) == 2  # eager: nothing to compile
