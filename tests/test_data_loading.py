@@ -6,6 +6,7 @@ which labels travel with which split, how integers are scaled, and every error's
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 
 import numpy as np
@@ -137,6 +138,7 @@ def test_to_images_scales_and_refuses():
         (np.array([["a", "b"]] * 2), "s: images must be numeric, got dtype <U1"),
         (np.zeros((2, 2), dtype=complex), "s: images must be real numbers, got dtype complex128"),
         (np.zeros((2, 0)), "s: examples hold no values (shape (2, 0))"),
+        (np.zeros((1, 0)), "s: examples hold no values (shape (1, 0))"),
         (np.zeros(5), "s: expected images of shape (N, H, W), (N, C, H, W) or (N, D), got (5,)"),
         (np.zeros((0, 3)), "s: holds no examples"),
         (np.array([[1, -2], [0, 0]]), "s: integer images must be non-negative, found -2"),
@@ -147,7 +149,11 @@ def test_to_images_scales_and_refuses():
         ),
     ]
     for array, expected in cases:
-        assert message(to_images, array, "s") == expected
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's own overflow warning stays silent
+            assert message(to_images, array, "s") == expected
+    assert to_images(np.array([[0, 2], [1, 1]]), "s")[0, 1] == pytest.approx(2 / 255)  # 8-bit
+    assert to_images(np.array([[0, 256], [1, 1]]), "s")[0, 1] == 1.0  # beyond 8 bits: its top
 
 
 def test_to_labels():

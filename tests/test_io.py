@@ -150,6 +150,8 @@ def test_results_round_trip_through_json_and_pandas(tmp_path):
     assert math.isnan(frame["iw_nll"][0]) and frame["iw_nll"][1] == 80.25
     assert list(frame["status"]) == ["ok", "diverged at step 3"]
     assert io.read_rows(tmp_path / "results.json")[1]["plugin"] == "conv"
+    io.write_results(tmp_path, [row(options={"bins": 256})])
+    assert pd.read_csv(tmp_path / "results.csv")["options"][0] == '{"bins": 256}'  # JSON
 
 
 def test_atomic_torch_save_reads_back(tmp_path):

@@ -210,3 +210,19 @@ def test_measure_reparam_kl_times_forward_and_backward_of_its_backend(monkeypatc
     calls = mu.grad / (1 + mu.detach())
     assert torch.allclose(calls, calls[0, 0].round().expand_as(calls), rtol=1e-4)
     assert logvar.grad is not None and calls[0, 0] >= WARMUP_CALLS
+
+
+def test_timing_keeps_the_process_thread_count():
+    threads = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)  # torch's Timer would time with 1 thread unless told
+        time_call(
+            lambda: seen.append(torch.get_num_threads()),
+            batch_size=1,
+            device=torch.device("cpu"),
+            min_run_time=0.001,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert set(seen) == {2}
