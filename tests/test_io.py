@@ -123,7 +123,28 @@ def test_check_output_file(tmp_path):
     io.check_output_file(tmp_path / "new" / "r.html", "--report")
 
 
+def test_atomic_write_creates_folders_and_honours_the_umask(tmp_path):
+    path = tmp_path / "a" / "b" / "x.txt"  # two missing folders
+    previous = os.umask(0o022)
+    try:
+        io.atomic_write_text(path, "x")
+    finally:
+        os.umask(previous)
+    assert path.read_text() == "x" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_failed_open_raises_its_own_error(tmp_path, monkeypatch):
+    def refuse(*args):
+        raise PermissionError("no")
+
+    monkeypatch.setattr(io.os, "open", refuse)
+    with pytest.raises(PermissionError, match="no"):  # not a FileNotFoundError of the cleanup
+        io.atomic_write_text(tmp_path / "x.txt", "x")
+
+
 def test_json_keeps_nan_and_infinities_readable(tmp_path):
+    io.write_json(tmp_path / "small.json", {"a": 1})
+    assert (tmp_path / "small.json").read_text() == '{\n  "a": 1\n}\n'  # indent 2
     path = tmp_path / "deep" / "x.json"
     payload = {"a": math.nan, "b": [math.inf, (-math.inf, 1.5)], "c": {"d": 2, "e": math.nan}}
     io.write_json(path, payload)
