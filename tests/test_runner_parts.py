@@ -249,3 +249,62 @@ def test_overwrite_replaces_the_folder_whole(tmp_path, registry):
     stale.write_text("from before")
     tiny_run(tmp_path, registry, overwrite=True)
     assert not stale.exists() and (tmp_path / "run" / "results.json").is_file()
+
+
+def digits_like() -> Dataset:
+    x = torch.rand(20, 1, 4, 4)
+    return Dataset("d", x, x[:4])
+
+
+def test_likelihood_and_prior_options_are_tried_before_training(registry):
+    check = runner.check_options
+    data = digits_like()
+    with pytest.raises(ConfigError, match=r"^-L"):  # auto chose bernoulli: sigma is no option
+        check(RunConfig(likelihood_options={"sigma": 0.1}), registry, data, "bernoulli")
+    check(
+        RunConfig(likelihood="gaussian", likelihood_options={"sigma": 0.1}),
+        registry,
+        data,
+        "gaussian",
+    )
+    with pytest.raises(ConfigError, match=r"^-L: likelihood 'gaussian' rejected \{'sigma': -1\}"):
+        check(
+            RunConfig(likelihood="gaussian", likelihood_options={"sigma": -1}),
+            registry,
+            data,
+            "gaussian",
+        )
+    with pytest.raises(ConfigError, match=r"^-P: prior 'mog' rejected \{'components': 0\}"):
+        check(
+            RunConfig(priors=["mog"], prior_options={"components": 0}), registry, data, "bernoulli"
+        )
+    # a VampPrior is built from the encoder and the examples it is handed
+    check(
+        RunConfig(priors=["vamp"], prior_options={"pseudo_inputs": 3}), registry, data, "bernoulli"
+    )
+
+
+def test_throughput_columns_from_the_timings(monkeypatch):
+    from types import SimpleNamespace
+
+    from vaebench.timing import ModelTimings, PhaseFigure, Timing
+
+    def figures(size, seconds):
+        return {
+            p: PhaseFigure(Timing(seconds, 0, 0, 3, size), 2.5)
+            for p in ("train", "encode", "decode")
+        }
+
+    timings = ModelTimings(
+        figures={16: figures(16, 0.01), 64: figures(64, 0.02)}, out_of_memory=[512, 1024]
+    )
+    monkeypatch.setattr(runner, "measure_model", lambda *a, **k: timings)
+    config = RunConfig(timing_batch_sizes=[64, 512, 1024])
+    context = SimpleNamespace(config=config, timing_batch=torch.zeros(16, 2), x_train=None)
+    result = runner.throughput(None, None, context)
+    assert result["timing_batch_size"] == 16 and result["train_samples_per_s"] == 1600
+    assert result["train_peak_mb"] == 2.5 and result["decode_timed_runs"] == 3
+    assert result["train_samples_per_s_at_64"] == 3200 and result["encode_peak_mb_at_64"] == 2.5
+    assert result["timing_out_of_memory"] == "512,1024"
+    assert result["best_train_batch_size"] == 64
+    assert "train_device_busy" not in result and "compile_seconds" not in result
