@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from vaebench import runner
 from vaebench.config import RunConfig
 from vaebench.data import Dataset
 from vaebench.errors import ConfigError, DataError
+from vaebench.modes import Mode
 
 
 def test_one_line_joins_lines_and_caps_the_length():
@@ -308,3 +310,250 @@ def test_throughput_columns_from_the_timings(monkeypatch):
     assert result["timing_out_of_memory"] == "512,1024"
     assert result["best_train_batch_size"] == 64
     assert "train_device_busy" not in result and "compile_seconds" not in result
+
+
+def test_a_model_is_built_trained_evaluated_and_timed_with_the_runs_settings(
+    tmp_path, registry, monkeypatch
+):
+    """What run_one hands each stage, recorded by spies around the real functions, and the
+    row it fills from their results. A compiled mode runs eagerly here (compiling on 2 CPU
+    cores takes minutes); its compile seconds are planted: 1.5 s in training, 0.25 s in timing."""
+    seen: dict[str, dict] = {}
+    monkeypatch.setattr(Mode, "prepare", lambda mode, model: model)
+
+    def spy(name, real, **planted):
+        def wrapper(*args, **kwargs):
+            seen[name] = {"args": args, **kwargs}
+            if "mode" in kwargs:
+                kwargs["mode"] = runner.EAGER
+            result = real(*args, **kwargs)
+            for key, value in planted.items():
+                setattr(result, key, value)
+            seen[name]["result"] = result
+            return result
+
+        monkeypatch.setattr(runner, name, wrapper)
+
+    spy("build_model", runner.build_model)
+    spy("train", runner.train, compile_seconds=1.5)
+    spy("evaluate", runner.evaluate)
+    spy("measure_model", runner.measure_model, compile_seconds=0.25)
+    spy("measure_reparam_kl", runner.measure_reparam_kl)
+    reporter = Spy()
+    settings = {"epochs": 2, "patience": 1, "seeds": [5], "compile": ["default"], "kernel": "torch"}
+    settings |= {"priors": ["mog"], "prior_options": {"components": 3}}
+    settings |= {"likelihood": "gaussian", "likelihood_options": {"sigma": 0.5}}
+    (row,) = tiny_run(tmp_path, registry, reporter, **settings)
+    assert row["status"] == "ok" and row["seed"] == 5 and row["compile"] == "default"
+    assert row["cuda_graphs"] is False and row["precision"] == "fp32"
+    assert seen["measure_reparam_kl"]["rows"] == 16  # the timing batch: --batch-size rows
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["device"] == "cpu"
+    spec = seen["build_model"]["args"][1]
+    assert (spec.prior, spec.prior_options, spec.latent_dim) == ("mog", {"components": 3}, 4)
+    assert (spec.likelihood, spec.likelihood_options) == ("gaussian", {"sigma": 0.5})
+    assert seen["build_model"]["kernel_backend"] == "torch"
+    examples = seen["build_model"]["examples"]
+    assert examples.shape == (48, 1, 8, 8)  # every training example: fewer than the cap
+    fit = seen["train"]
+    assert (fit["patience"], fit["seed"], fit["epochs"], fit["mode"].compile) == (
+        1,
+        5,
+        2,
+        "default",
+    )
+    assert fit["on_step"] == reporter.advance and fit["x_valid"].shape[0] == 8
+    assert seen["evaluate"]["args"][3] is reporter and seen["evaluate"]["args"][4] == 5
+    assert seen["measure_model"]["mode"].compile == "default"
+    assert row["compile_seconds"] == 1.75  # training's and timing's, both outside the figures
+    assert row["train_seconds"] > 0 and row["epochs_run"] in (1, 2)
+    (history,) = json.loads((tmp_path / "run" / "history.json").read_text()).values()
+    assert row["valid_neg_elbo"] == min(epoch["valid_neg_elbo"] for epoch in history)
+    assert row["best_epoch"] == 1 + [e["valid_neg_elbo"] for e in history].index(
+        row["valid_neg_elbo"]
+    )
+    checkpoint = tmp_path / "run" / row["checkpoint"]
+    assert checkpoint.parent == tmp_path / "run" / "checkpoints" and checkpoint.is_file()
+    model = seen["build_model"]["result"]
+    assert row["parameters"] == sum(p.numel() for p in model.parameters()) > 0
+    for phase in ("train", "encode", "decode", "reparam_kl_torch"):
+        assert math.isfinite(row[f"{phase}_spread"]) and row[f"{phase}_spread"] >= 0
+
+
+class RecordingTrackers:
+    """Trackers that note every call: what a tracker plugin is told, and in which order."""
+
+    def __init__(self, built: dict) -> None:
+        self.built, self.calls, self.active = built, [], {"recording": object()}
+
+    def start(self, name, settings):
+        self.calls.append(("start", name, settings["seeds"]))
+
+    def log_model(self, record):
+        self.calls.append(("model", record.label, record.stem, record.checkpoint.is_file()))
+
+    def warn(self, message):
+        self.calls.append(("warn", message))
+
+    def finish(self, paths):
+        self.calls.append(("finish", [p.name for p in paths if p.is_file()]))
+
+
+def test_trackers_are_built_with_the_uri_and_told_the_run_the_models_and_its_files(
+    tmp_path, registry, monkeypatch
+):
+    trackers = RecordingTrackers({})
+
+    def build(names, registry, *, out, uri):
+        trackers.built.update(names=names, out=out, uri=uri)
+        return trackers
+
+    monkeypatch.setattr(runner.Trackers, "build", build)
+    uri = str(tmp_path / "store")
+    tiny_run(tmp_path, registry, seeds=[0, 1], track=["mlflow"], tracking_uri=uri)
+    assert trackers.built == {"names": ["mlflow"], "out": tmp_path / "run", "uri": uri}
+    labels = [call[1:] for call in trackers.calls if call[0] == "model"]
+    assert labels == [
+        ("vae:mlp/normal seed 0", "vae-mlp__normal__seed0", True),
+        ("vae:mlp/normal seed 1", "vae-mlp__normal__seed1", True),
+    ]
+    assert trackers.calls[0] == ("start", "run", [0, 1])
+    assert trackers.calls[-1] == (
+        "finish",
+        ["results.csv", "results.json", "config.json", "environment.json", "report.html"],
+    )
+    assert not [call for call in trackers.calls if call[0] == "warn"]  # the report was made
+
+
+def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
+    tmp_path, registry, monkeypatch
+):
+    import vaebench.present.report as report
+
+    def broken(*args):
+        raise ValueError("no fonts\nat all")
+
+    monkeypatch.setattr(report, "make_report", broken)
+    trackers = RecordingTrackers({})
+    (tmp_path / "results.csv").write_text("x\n1\n")
+    runner.finish_trackers(trackers, tmp_path, registry)
+    assert trackers.calls == [
+        ("warn", "vaebench: warning: no report for the trackers (ValueError: no fonts at all)"),
+        ("finish", ["results.csv"]),
+    ]
+
+
+def test_a_task_run_reads_the_tasks_files_and_writes_its_definition(tmp_path, registry):
+    from tests.test_formats import write_amat
+    from vaebench.tasks import get_task
+
+    folder = tmp_path / "data" / "binarized_mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 30), ("valid", 10), ("test", 20)):
+        write_amat(folder / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (n, 28, 28)))
+    settings = {k: v for k, v in TINY.items() if k not in ("dataset", "dataset_options")}
+    settings |= {"task": "static-mnist", "data_root": str(tmp_path / "data"), "patience": 0}
+    config = RunConfig(out=str(tmp_path / "run"), **settings).resolve(registry)
+    (row,) = runner.run(config, registry)
+    assert (row["n_train"], row["n_valid"], row["n_test"]) == (30, 10, 20)
+    written = json.loads((tmp_path / "run" / "task.json").read_text())
+    assert written == json.loads(json.dumps(get_task(registry, "static-mnist").to_dict()))
+
+
+def test_the_options_check_builds_each_component_as_the_run_will(registry, monkeypatch):
+    """check_options builds the likelihood with the data's shape and each prior with the
+    latent size, the first encoder and the first training examples, as a model would get."""
+    data = digits_like()
+    check = runner.check_options
+    # auto chose a Gaussian: its own options are accepted, by name
+    check(RunConfig(likelihood_options={"sigma": 0.1}), registry, data, "gaussian")
+    # a likelihood that reads the shape it is built for
+    config = RunConfig(likelihood="dlogistic", likelihood_options={"mixtures": 2})
+    check(config, registry, data, "dlogistic")
+    seen = {}
+
+    def recorder(latent_dim, *, input_shape, encoder, examples, scale=1.0):
+        seen.update(latent=latent_dim, shape=input_shape, encoder=encoder, examples=examples)
+        return object()
+
+    real_get = registry.get
+    component = SimpleNamespace(kind="prior", name="recorder", factory=recorder)
+    monkeypatch.setattr(
+        registry,
+        "get",
+        lambda kind, name: component if name == "recorder" else real_get(kind, name),
+    )
+    config = RunConfig(priors=["recorder"], prior_options={"scale": 2.0}, latent_dim=3)
+    check(config, registry, data, "bernoulli")
+    assert seen["latent"] == 3 and seen["shape"] == (1, 4, 4)
+    assert torch.equal(seen["examples"], data.x_train[:8])
+    mu, logvar = seen["encoder"](data.x_train[:2])  # the run's first encoder, for this data
+    assert mu.shape == logvar.shape == (2, 3)
+
+
+def test_throughput_of_a_compiled_cuda_row_and_a_best_batch_that_is_not_the_largest(monkeypatch):
+    from vaebench.timing import ModelTimings, PhaseFigure, Timing
+
+    def figures(size, seconds):
+        timing = Timing(seconds, seconds * 0.9, seconds * 1.2, 5, size)  # a 30 % spread
+        return {p: PhaseFigure(timing, 1.0) for p in ("train", "encode", "decode")}
+
+    timings = ModelTimings(
+        figures={16: figures(16, 0.001), 64: figures(64, 0.02)},  # 16000/s beats 3200/s
+        compile_seconds=0.5,
+        device_busy=0.8,
+    )
+    seen = {}
+    monkeypatch.setattr(runner, "measure_model", lambda *a, **k: seen.update(k) or timings)
+    config = RunConfig(timing_batch_sizes=[64])
+    context = SimpleNamespace(config=config, timing_batch=torch.zeros(16, 2), x_train=None)
+    compiled = Mode(compile="default")
+    result = runner.throughput(None, None, context, compiled)
+    assert seen["mode"] is compiled
+    assert result["train_device_busy"] == 0.8 and result["compile_seconds"] == 0.5
+    assert result["train_spread"] == pytest.approx(0.3) and result["decode_timed_runs"] == 5
+    assert result["best_train_batch_size"] == 16
+
+
+def test_a_named_dataset_is_generated_from_the_runs_seed(registry):
+    def first(seed):
+        config = RunConfig(**{**TINY, "seed": seed})
+        return runner.named_dataset(config, registry).x_train[:4]
+
+    assert torch.equal(first(3), first(3)) and not torch.equal(first(3), first(0))
+
+
+def test_an_out_of_memory_message_is_cut_at_120_characters(tmp_path, registry, monkeypatch):
+    text = "DefaultCPUAllocator: can't allocate memory: " + "9" * 200
+
+    def too_big(config, registry):
+        raise RuntimeError(text)
+
+    monkeypatch.setattr(runner.RunContext, "resolve", too_big)
+    with pytest.raises(ConfigError) as caught:
+        tiny_run(tmp_path, registry)
+    assert f"16: {f'RuntimeError: {text}'[:120]}); use smaller sizes" in str(caught.value)
+
+
+def test_a_model_that_fails_keeps_its_traceback_and_leaves_no_history(
+    tmp_path, registry, monkeypatch
+):
+    real = runner.build_model
+
+    def broken_for_conv(registry, spec, **kwargs):
+        if spec.plugin == "conv":
+            raise RuntimeError("conv is broken\nhere")
+        return real(registry, spec, **kwargs)
+
+    monkeypatch.setattr(runner, "build_model", broken_for_conv)
+    rows = tiny_run(tmp_path, registry, plugins=["mlp", "conv"], seeds=[0, 1], epochs=1)
+    assert [r["status"] for r in rows] == ["ok", "failed: RuntimeError: conv is broken here"] * 2
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "errors").iterdir()) == [
+        "vae-conv__normal__seed0.txt",
+        "vae-conv__normal__seed1.txt",
+    ]
+    assert "conv is broken" in (run / "errors" / "vae-conv__normal__seed1.txt").read_text()
+    history = json.loads((run / "history.json").read_text())
+    assert list(history) == ["vae:mlp/normal seed 0", "vae:mlp/normal seed 1"]

@@ -285,3 +285,79 @@ def test_a_damaged_cell_result_is_reported_not_fatal(tmp_path):
     assert list(sweep["status"]) == ["unreadable", "unreadable"]
     assert "unreadable JSON" in sweep.loc[0, "cell_status"]
     assert "'plugin' must be text" in sweep.loc[1, "cell_status"]
+
+
+def model_row(plugin: str, iw_nll: float, status: str = "ok") -> dict:
+    base = {"model": "vae", "plugin": plugin, "prior": "normal", "status": status}
+    return {**base, "iw_nll": iw_nll, "kl_per_dim": [0.5, 0.25]}
+
+
+def write_cell(out: Path, cell, status: str | None, rows: list[dict] | None) -> None:
+    from vaebench.io import write_json
+
+    folder = cell.folder(out)
+    (folder / "run").mkdir(parents=True)
+    if status is not None:
+        write_json(folder / "done.json", {"cell_id": cell.cell_id, "status": status})
+    if rows is not None:
+        write_json(folder / "run" / "results.json", rows)
+
+
+def test_aggregation_of_hand_made_cells_against_a_hand_computation(tmp_path):
+    """No training: cells written by hand. Groups keep the grid's order and their NaN keys,
+    a cell that failed is counted and never averaged, and an unfinished cell's stale
+    results are not read."""
+    from vaebench.sweep import Cell, aggregate
+
+    def cell(i: int, lr: float, seed: int) -> Cell:
+        axes = {"lr": lr, "seed": seed, "plugins": ["mlp", "conv"]}
+        return Cell(f"{i:04d}", axes, axes)
+
+    cells = [cell(0, 0.1, 0), cell(1, 0.1, 1), cell(2, 0.01, 0), cell(3, 0.01, 1), cell(4, 0.5, 0)]
+    write_cell(tmp_path, cells[0], "ok", [model_row("mlp", 90.0), model_row("conv", 80.0)])
+    write_cell(
+        tmp_path,
+        cells[1],
+        "ok",
+        [model_row("mlp", 94.0), model_row("conv", 81.0, "diverged at step 3")],
+    )
+    write_cell(tmp_path, cells[2], "ok", [model_row("mlp", 100.0), model_row("conv", 70.0)])
+    write_cell(tmp_path, cells[3], "error: killed", [model_row("mlp", 1.0)])  # stale rows
+    write_cell(tmp_path, cells[4], None, None)  # never run
+    sweep, summary = aggregate(tmp_path, cells)
+    written = pd.read_csv(tmp_path / "sweep.csv")
+    assert list(written.columns) == list(sweep.columns)  # no index column
+    assert "kl_per_dim" not in written and set(written["axis.plugins"]) == {"mlp,conv"}
+    assert list(written["status"].fillna("-")) == [
+        *("ok", "ok", "ok", "diverged at step 3", "ok", "ok"),
+        *("error: killed", "not run"),
+    ]
+    assert list(written["cell_status"])[-2:] == ["error: killed", "not run"]
+    assert list(written["cell_id"])[-2:] == [3, 4]  # one row each, no stale model rows
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert list(table.columns) == list(summary.columns)
+    keys = ["axis.lr", "axis.plugins", "model", "plugin", "prior"]
+    assert list(table.columns[:5]) == keys
+    got = table.fillna({"plugin": "-"})
+    assert list(zip(got["axis.lr"], got["plugin"], got["cells"], got["finished"], strict=True)) == [
+        (0.1, "mlp", 2, 2),
+        (0.1, "conv", 2, 1),  # the diverged model: counted, not averaged
+        (0.01, "mlp", 1, 1),
+        (0.01, "conv", 1, 1),
+        (0.01, "-", 1, 0),  # the failed cell's row, its NaN identity kept as a group
+        (0.5, "-", 1, 0),
+    ]
+    mlp = table.iloc[0]
+    assert (mlp["iw_nll_mean"], mlp["iw_nll_count"]) == (92.0, 2)
+    assert mlp["iw_nll_std"] == pytest.approx(statistics.stdev([90.0, 94.0]))
+    assert table.iloc[1]["iw_nll_mean"] == 80.0 and table.iloc[1]["iw_nll_count"] == 1
+
+
+def test_a_summary_without_axes_or_status_is_one_group_with_nothing_finished():
+    from vaebench.sweep import summarize
+
+    plain = summarize(pd.DataFrame({"iw_nll": [1.0, 2.0]}))
+    assert list(plain["all"]) == ["all"] and list(plain["cells"]) == [2]
+    assert list(plain["finished"]) == [0]
+    ok = summarize(pd.DataFrame({"iw_nll": [1.0, 3.0], "status": ["ok", "ok"]}))
+    assert list(ok["all"]) == ["all"] and ok.loc[0, "iw_nll_mean"] == 2.0

@@ -6,10 +6,13 @@ without a device synchronization, a figure that is not batch / seconds per call.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from vaebench import timing
+from vaebench.modes import Mode
 from vaebench.plugins.objectives import VAEObjective
 from vaebench.timing import WARMUP_CALLS, summarize, time_call
 
@@ -226,3 +229,47 @@ def test_timing_keeps_the_process_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert set(seen) == {2}
+
+
+def test_a_kl_warm_up_objective_is_timed_at_a_real_step_number(monkeypatch):
+    """KL warm-up weighs the KL by (step + 1) / warm-up steps: a step number that is not an
+    int (a dropped argument) fails on the first training step timed."""
+    model = tiny_model()
+    monkeypatch.setattr(timing, "time_call", FakeTimer(model))
+    monkeypatch.setattr(timing, "peak_memory_mb", lambda fn, device: 0.0)
+    warm_up = VAEObjective(kl_warmup_steps=10)
+    result = timing.measure_model(
+        model, warm_up, torch.rand(5, 1, 3, 4), [4], lr=1e-2, min_run_time=0.1
+    )
+    assert list(result.figures) == [4]
+
+
+class CompiledStandIn:
+    """A compiled mode's training step whose every call costs 2 s on a controlled clock."""
+
+    mode = Mode(compile="default")
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock, self.steps = clock, []
+
+    def __call__(self, batch, step):
+        self.steps.append(step)
+        self.clock[0] += 2.0
+
+
+def test_compile_seconds_add_up_over_batch_sizes_and_stay_out_of_the_figures(monkeypatch):
+    model = tiny_model()
+    clock = [100.0]  # far from 0: a clock difference taken the wrong way round shows
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    timer = FakeTimer(model)
+    monkeypatch.setattr(timing, "time_call", timer)
+    monkeypatch.setattr(timing, "peak_memory_mb", lambda fn, device: 0.0)
+    monkeypatch.setattr(timing, "device_busy_fraction", lambda fn, device: 0.5)
+    step = CompiledStandIn(clock)
+    result = timing.ModelTimings()
+    x = torch.rand(5, 1, 3, 4)
+    for size in (4, 8):  # one compiling call of the step per shape, then one timed
+        timing._measure_size(result, model, step, x, size, 0.1, first=4)
+    assert result.compile_seconds == pytest.approx(4.0)  # 2 s at each size, summed
+    assert step.steps == [0, 0, 0, 0]  # at each size: the compiling call, the timed one
+    assert result.device_busy == 0.5 and list(result.figures) == [4, 8]

@@ -301,7 +301,7 @@ def summarize(sweep: pd.DataFrame) -> pd.DataFrame:
     if not keys:
         keys = ["all"]
         sweep = sweep.assign(all="all")
-    finished = sweep[sweep.get("status", pd.Series(dtype=str)) == "ok"]
+    finished = sweep[sweep["status"] == "ok"] if "status" in sweep else sweep.iloc[:0]
     metrics = [c.key for c in metric_columns(sweep.columns)]
     groups = sweep.groupby(keys, dropna=False, sort=False)
     summary = groups.size().rename("cells").reset_index()
