@@ -423,6 +423,8 @@ def test_trackers_are_built_with_the_uri_and_told_the_run_the_models_and_its_fil
         ["results.csv", "results.json", "config.json", "environment.json", "report.html"],
     )
     assert not [call for call in trackers.calls if call[0] == "warn"]  # the report was made
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "cannot redraw" not in report  # its pictures too: the run's registry redraws them
 
 
 def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
