@@ -273,3 +273,25 @@ def test_compile_seconds_add_up_over_batch_sizes_and_stay_out_of_the_figures(mon
     assert result.compile_seconds == pytest.approx(4.0)  # 2 s at each size, summed
     assert step.steps == [0, 0, 0, 0]  # at each size: the compiling call, the timed one
     assert result.device_busy == 0.5 and list(result.figures) == [4, 8]
+
+
+def test_the_device_busy_share_is_measured_once_at_the_runs_own_batch(monkeypatch):
+    model = tiny_model()
+    monkeypatch.setattr(timing, "time_call", FakeTimer(model))
+    monkeypatch.setattr(timing, "peak_memory_mb", lambda fn, device: 0.0)
+    busy = []
+    monkeypatch.setattr(timing, "device_busy_fraction", lambda fn, device: busy.append(1) or 0.5)
+    x = torch.rand(5, 1, 3, 4)
+    result = timing.measure_model(model, VAEObjective(), x, [8, 4, 16], lr=1e-2, min_run_time=0.1)
+    assert busy == [1] and result.device_busy == 0.5
+
+
+def test_an_fp16_row_is_timed_through_its_gradient_scaler():
+    """fp16 trains through a GradScaler made for the data's device: timing builds the same
+    step, so a step made without the device fails here."""
+    model = tiny_model()
+    fp16 = Mode(precision="fp16")
+    result = timing.measure_model(
+        model, VAEObjective(), torch.rand(5, 1, 3, 4), [4], lr=1e-2, min_run_time=0.01, mode=fp16
+    )
+    assert result.figures[4]["train"].timing.samples_per_s > 0
