@@ -286,10 +286,13 @@ def test_a_compiled_mode_compiles_every_shape_the_loop_and_validation_will_see(m
         return 1.25
 
     monkeypatch.setattr(TrainStep, "precompile", precompile)
-    monkeypatch.setattr(train_module, "decode_batch", lambda model, x: 4)
+    model, x_valid = nn.Linear(1, 1), squares(6)
+    sized = []
+    monkeypatch.setattr(train_module, "decode_batch", lambda m, x: sized.append((m, x)) or 4)
     compiled = Mode(compile="default")
     kwargs = {"objective": Plain(), "epochs": 1, "lr": 0.1, "seed": 0, "mode": compiled}
-    outcome = train(nn.Linear(1, 1), squares(10), batch_size=4, x_valid=squares(6), **kwargs)
+    outcome = train(model, squares(10), batch_size=4, x_valid=x_valid, **kwargs)
+    assert sized[0][0] is model and sized[0][1] is x_valid  # validation's batch, of this model
     assert asked == [([4, 2], [4, 2])] and outcome.compile_seconds == 1.25
     train(nn.Linear(1, 1), squares(10), batch_size=5, **kwargs)
     assert asked[1] == ([5, 5], [])
@@ -316,3 +319,18 @@ def test_validation_sees_the_steps_taken_and_the_clock_is_wall_time():
     )  # fmt: skip
     assert objective.valid_steps == [3, 6]  # after 3 and 6 steps (the KL warm-up reads it)
     assert 0 < outcome.seconds <= time.perf_counter() - started
+
+
+def test_fp16_trains_through_a_gradient_scaler_for_the_datas_device():
+    """fp16 steps go through a GradScaler made for the training data's device (autocast and
+    the scaler run on the CPU too): a step built without the device fails on its first update."""
+    from tests.test_metrics import tiny_vae
+    from vaebench.modes import Mode
+    from vaebench.plugins.objectives import VAEObjective
+
+    model = tiny_vae().train()
+    fp16 = Mode(precision="fp16")
+    x = torch.rand(8, 1, 3, 4)
+    kwargs = {"objective": VAEObjective(), "epochs": 1, "batch_size": 4, "lr": 1e-3, "seed": 0}
+    outcome = train(model, x, mode=fp16, **kwargs)
+    assert outcome.steps == 2 and outcome.status == "ok"
