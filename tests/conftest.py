@@ -80,3 +80,19 @@ def run_cli(
         cwd=cwd,
         timeout=300,
     )
+
+
+@pytest.fixture
+def static_mnist_root(tmp_path):
+    """A data root holding static MNIST's three .amat files: 60/20/30 random binary images."""
+    import numpy as np
+
+    from tests.test_formats import write_amat
+
+    root = tmp_path / "data"
+    folder = root / "binarized_mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("valid", 20), ("test", 30)):
+        write_amat(folder / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (n, 28, 28)))
+    return root

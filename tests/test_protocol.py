@@ -29,8 +29,6 @@ from vaebench.runner import load_dataset
 from vaebench.tasks import Task, task_from_file
 from vaebench.train import train
 
-from .test_formats import write_amat
-
 # --- early stopping on a planted validation curve -------------------------------------------
 
 
@@ -262,17 +260,6 @@ def write_cifar_batches(folder, per_batch: int, test: int) -> np.ndarray:
         (folder / f"{name}.bin").write_bytes(records.tobytes())
         train.append(images)
     return np.concatenate(train[:5])
-
-
-@pytest.fixture
-def static_mnist_root(tmp_path):
-    root = tmp_path / "data"
-    folder = root / "binarized_mnist"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("valid", 20), ("test", 30)):
-        write_amat(folder / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (n, 28, 28)))
-    return root
 
 
 def test_static_mnist_task_runs_end_to_end_and_records_its_protocol(static_mnist_root, tmp_path):

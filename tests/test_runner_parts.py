@@ -383,8 +383,8 @@ def test_a_model_is_built_trained_evaluated_and_timed_with_the_runs_settings(
 class RecordingTrackers:
     """Trackers that note every call: what a tracker plugin is told, and in which order."""
 
-    def __init__(self, built: dict) -> None:
-        self.built, self.calls, self.active = built, [], {"recording": object()}
+    def __init__(self) -> None:
+        self.built, self.calls, self.active = {}, [], {"recording": object()}
 
     def start(self, name, settings):
         self.calls.append(("start", name, settings["seeds"]))
@@ -402,7 +402,7 @@ class RecordingTrackers:
 def test_trackers_are_built_with_the_uri_and_told_the_run_the_models_and_its_files(
     tmp_path, registry, monkeypatch
 ):
-    trackers = RecordingTrackers({})
+    trackers = RecordingTrackers()
 
     def build(names, registry, *, out, uri):
         trackers.built.update(names=names, out=out, uri=uri)
@@ -436,7 +436,7 @@ def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
         raise ValueError("no fonts\nat all")
 
     monkeypatch.setattr(report, "make_report", broken)
-    trackers = RecordingTrackers({})
+    trackers = RecordingTrackers()
     (tmp_path / "results.csv").write_text("x\n1\n")
     runner.finish_trackers(trackers, tmp_path, registry)
     assert trackers.calls == [
@@ -445,20 +445,16 @@ def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
     ]
 
 
-def test_a_task_run_reads_the_tasks_files_and_writes_its_definition(tmp_path, registry):
-    from tests.test_formats import write_amat
+def test_a_task_run_reads_the_tasks_files_and_writes_its_definition(
+    static_mnist_root, tmp_path, registry
+):
     from vaebench.tasks import get_task
 
-    folder = tmp_path / "data" / "binarized_mnist"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 30), ("valid", 10), ("test", 20)):
-        write_amat(folder / f"binarized_mnist_{split}.amat", rng.integers(0, 2, (n, 28, 28)))
     settings = {k: v for k, v in TINY.items() if k not in ("dataset", "dataset_options")}
-    settings |= {"task": "static-mnist", "data_root": str(tmp_path / "data"), "patience": 0}
+    settings |= {"task": "static-mnist", "data_root": str(static_mnist_root), "patience": 0}
     config = RunConfig(out=str(tmp_path / "run"), **settings).resolve(registry)
     (row,) = runner.run(config, registry)
-    assert (row["n_train"], row["n_valid"], row["n_test"]) == (30, 10, 20)
+    assert (row["n_train"], row["n_valid"], row["n_test"]) == (60, 20, 30)
     written = json.loads((tmp_path / "run" / "task.json").read_text())
     assert written == json.loads(json.dumps(get_task(registry, "static-mnist").to_dict()))
 
