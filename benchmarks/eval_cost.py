@@ -27,6 +27,7 @@ from vaebench.config import RunConfig
 from vaebench.io import environment
 from vaebench.model import ModelSpec, build_model
 from vaebench.registry import load_registry
+from vaebench.resolve import resolve_config
 from vaebench.runner import RunContext, evaluate
 from vaebench.train import train
 
@@ -68,16 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             x_test=images(args.n_test),
             y_test=labels(args.n_test),
         )
-        config = RunConfig(
-            dataset=str(data),
-            plugins=[args.plugin],
-            latent_dim=40,
-            batch_size=args.batch_size,
-            epochs=1,
-            iw_samples=1,
-            out=str(Path(tmp) / "run"),
-        ).resolve(registry)
-        context, resolve_s = timed(lambda: RunContext.resolve(config, registry))
+        config = resolve_config(
+            RunConfig(
+                dataset=str(data),
+                plugins=[args.plugin],
+                latent_dim=40,
+                batch_size=args.batch_size,
+                epochs=1,
+                iw_samples=1,
+                out=str(Path(tmp) / "run"),
+            ),
+            registry,
+        )
+        context, resolve_s = timed(lambda: resolve_config(RunContext, config, registry))
     spec = ModelSpec(args.plugin, "normal", "bernoulli", (1, 28, 28), 40, {}, {})
     torch.manual_seed(0)
     model = build_model(registry, spec)

@@ -29,7 +29,7 @@ from torch.autograd.function import once_differentiable
 from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from vaebench.kernels import triton_interpreting
-from vaebench.kernels.api import check_inputs
+from vaebench.kernels.contract import check_inputs
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from vaebench import io, metrics
 from vaebench.config import RunConfig
+from vaebench.resolve import resolve_config
 from vaebench.runner import run
 from vaebench.train import train
 
@@ -53,14 +54,17 @@ def test_quality_metrics_read_the_test_split(registry, tmp_path, monkeypatch):
 
         monkeypatch.setattr(metrics, name, spy)
     options = {"n_train": 48, "n_test": 24}
-    config = RunConfig(
-        dataset="synthetic",
-        dataset_options=options,
-        epochs=1,
-        iw_samples=2,
-        timing_min_time=0.01,
-        out=str(tmp_path / "run"),
-    ).resolve(registry)
+    config = resolve_config(
+        RunConfig(
+            dataset="synthetic",
+            dataset_options=options,
+            epochs=1,
+            iw_samples=2,
+            timing_min_time=0.01,
+            out=str(tmp_path / "run"),
+        ),
+        registry,
+    )
     run(config, registry)
     test_split = registry.get("dataset", "synthetic").factory(seed=0, **options).x_test
     assert {name for name, _ in seen} == {"elbo_terms", "iw_nll"}

@@ -20,6 +20,7 @@ from vaebench.kernels.reference import reparameterize_kl_reference
 
 pytest.importorskip("triton")
 from vaebench.kernels.reparam_kl import reparameterize_kl_variant
+from vaebench.resolve import resolve_config
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {
@@ -301,17 +302,20 @@ def test_runner_trains_through_triton_like_torch(registry, tmp_path):
 
     finals = {}
     for kernel in ("torch", "triton"):
-        config = RunConfig(
-            plugins=["mlp"],
-            dataset="synthetic",
-            dataset_options={"n_train": 256, "n_test": 128},
-            epochs=6,
-            batch_size=32,
-            kernel=kernel,
-            iw_samples=4,
-            timing_min_time=0.01,
-            out=str(tmp_path / kernel),
-        ).resolve(registry)
+        config = resolve_config(
+            RunConfig(
+                plugins=["mlp"],
+                dataset="synthetic",
+                dataset_options={"n_train": 256, "n_test": 128},
+                epochs=6,
+                batch_size=32,
+                kernel=kernel,
+                iw_samples=4,
+                timing_min_time=0.01,
+                out=str(tmp_path / kernel),
+            ),
+            registry,
+        )
         (row,) = run(config, registry)
         assert row["status"] == "ok" and row["kernel_backend"] == kernel
         finals[kernel] = row["neg_elbo"]

@@ -20,6 +20,7 @@ from vaebench.errors import ConfigError
 from vaebench.io import load_run
 from vaebench.model import ModelSpec, build_model
 from vaebench.modes import EAGER, Mode, TrainStep, optimizer_for, peak_memory_mb
+from vaebench.resolve import check_modes, resolve_config
 from vaebench.runner import run
 from vaebench.schema import row_label, row_stem
 from vaebench.train import train
@@ -62,7 +63,7 @@ def test_peak_memory_counts_what_a_call_allocates_above_what_was_live():
 def test_each_precision_trains_without_nan_and_stays_near_fp32_eager(registry, tmp_path):
     """bf16 and fp16 rows train, are finite, and their IW-NLL is within 3% of fp32 eager's;
     the delta columns are exactly the difference of the rows."""
-    config = small_config(tmp_path, precision=["bf16", "fp32", "fp16"]).resolve(registry)
+    config = resolve_config(small_config(tmp_path, precision=["bf16", "fp32", "fp16"]), registry)
     rows = run(config, registry)
     assert [(r["precision"], r["compile"]) for r in rows] == [
         ("fp32", "none"),  # the reference runs first whatever the order asked
@@ -89,7 +90,7 @@ def test_each_precision_trains_without_nan_and_stays_near_fp32_eager(registry, t
 
 @pytest.mark.slow
 def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_path):
-    config = small_config(tmp_path, compile=["none", "default"], epochs=2).resolve(registry)
+    config = resolve_config(small_config(tmp_path, compile=["none", "default"], epochs=2), registry)
     # A cold compile: dynamo's in-memory and inductor's on-disk caches (of earlier tests'
     # same-shaped models) would make it take milliseconds.
     torch._dynamo.reset()
@@ -166,7 +167,7 @@ def test_metrics_of_a_bf16_row_run_in_fp32(registry, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "sample_quality", recording)
-    config = small_config(tmp_path, precision=["bf16"], epochs=1).resolve(registry)
+    config = resolve_config(small_config(tmp_path, precision=["bf16"], epochs=1), registry)
     (row,) = run(config, registry)
     assert row["status"] == "ok" and seen == [False]
     # A bf16-rounded confidence would have at most 8 significant bits.
@@ -194,7 +195,7 @@ def test_fp16_steps_through_a_gradient_scaler(registry):
 @pytest.mark.slow
 def test_batch_size_curves_and_memory_that_grows_with_the_batch(registry, tmp_path):
     config = small_config(tmp_path, timing_batch_sizes=[16, 256, 2048], epochs=1)
-    (row,) = run(config.resolve(registry), registry)
+    (row,) = run(resolve_config(config, registry), registry)
     assert row["status"] == "ok"
     for phase in ("train", "encode", "decode"):
         speeds = [row[f"{phase}_samples_per_s_at_{b}"] for b in (16, 256, 2048)]
@@ -225,13 +226,13 @@ def test_cuda_only_modes_are_config_errors_on_the_cpu(registry, tmp_path):
         ({"cuda_graphs": True}, "--cuda-graphs captures the training step on a CUDA device"),
     ):
         with pytest.raises(ConfigError, match=message):
-            small_config(tmp_path, device="cpu", **overrides).resolve(registry)
+            resolve_config(small_config(tmp_path, device="cpu", **overrides), registry)
     with pytest.raises(ConfigError, match="freezes the KL weight"):
-        RunConfig(cuda_graphs=True, kl_warmup=2).check_modes("cuda")
+        check_modes(RunConfig(cuda_graphs=True, kl_warmup=2), "cuda")
     if torch.cuda.is_available():
-        RunConfig(cuda_graphs=True, precision=["bf16", "fp16"]).check_modes("cuda")  # allowed
+        check_modes(RunConfig(cuda_graphs=True, precision=["bf16", "fp16"]), "cuda")  # allowed
         with pytest.raises(ConfigError, match="captures CUDA graphs itself"):
-            RunConfig(cuda_graphs=True, compile=["reduce-overhead"]).check_modes("cuda")
+            check_modes(RunConfig(cuda_graphs=True, compile=["reduce-overhead"]), "cuda")
 
 
 def test_mode_labels_and_stems_name_only_what_is_not_default():
@@ -257,11 +258,11 @@ def test_old_results_read_as_fp32_eager(tmp_path):
 @needs_cuda
 def test_cuda_graph_training_learns_like_eager(registry, tmp_path):
     base = small_config(tmp_path, device="cuda", epochs=4, out=str(tmp_path / "eager"))
-    (eager,) = run(base.resolve(registry), registry)
+    (eager,) = run(resolve_config(base, registry), registry)
     graphed_config = small_config(tmp_path, device="cuda", epochs=4, cuda_graphs=True,
                                   precision=["fp32", "bf16", "fp16"],
                                   out=str(tmp_path / "graphs"))  # fmt: skip
-    for graphed in run(graphed_config.resolve(registry), registry):
+    for graphed in run(resolve_config(graphed_config, registry), registry):
         assert graphed["status"] == "ok" and graphed["cuda_graphs"] is True
         assert graphed["neg_elbo"] == pytest.approx(eager["neg_elbo"], rel=0.05)
         assert 0 < graphed["train_device_busy"] <= 1.05
@@ -269,7 +270,7 @@ def test_cuda_graph_training_learns_like_eager(registry, tmp_path):
 
 def test_a_curve_batch_too_large_for_memory_is_skipped_not_fatal(registry, tmp_path):
     config = small_config(tmp_path, timing_batch_sizes=[16, 10**12], epochs=1)
-    (row,) = run(config.resolve(registry), registry)
+    (row,) = run(resolve_config(config, registry), registry)
     assert row["status"] == "ok" and row["checkpoint"]
     assert row["timing_out_of_memory"] == str(10**12)
     assert load_run(tmp_path / "run").results.iloc[0]["timing_out_of_memory"] == str(10**12)

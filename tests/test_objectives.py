@@ -11,6 +11,7 @@ import torch
 from vaebench.config import RunConfig
 from vaebench.model import ModelSpec, build_model
 from vaebench.plugins.objectives import AutoEncoderObjective, IWAEObjective, VAEObjective
+from vaebench.resolve import resolve_config
 from vaebench.runner import run
 from vaebench.train import train
 
@@ -89,17 +90,20 @@ def test_autoencoders_are_deterministic_and_denoising_corrupts(registry):
 
 
 def test_run_with_both_families_follows_the_prior_rule(registry, tmp_path):
-    config = RunConfig(
-        plugins=["mlp"],
-        models=["ae", "vae"],
-        priors=["normal", "mog"],
-        epochs=2,
-        dataset="synthetic",
-        dataset_options={"n_train": 96, "n_test": 40},
-        iw_samples=4,
-        timing_min_time=0.01,
-        out=str(tmp_path),
-    ).resolve(registry)
+    config = resolve_config(
+        RunConfig(
+            plugins=["mlp"],
+            models=["ae", "vae"],
+            priors=["normal", "mog"],
+            epochs=2,
+            dataset="synthetic",
+            dataset_options={"n_train": 96, "n_test": 40},
+            iw_samples=4,
+            timing_min_time=0.01,
+            out=str(tmp_path),
+        ),
+        registry,
+    )
     run(config, registry)
     frame = pd.read_csv(tmp_path / "results.csv")
     assert list(zip(frame["model"], frame["prior"], strict=True)) == [

@@ -25,6 +25,7 @@ from vaebench.config import DATA_ENV, RunConfig
 from vaebench.data import Dataset, binarized, load_path, sample_binary, with_validation
 from vaebench.errors import ConfigError, DataError
 from vaebench.registry import Owner
+from vaebench.resolve import resolve_config
 from vaebench.runner import load_dataset
 from vaebench.tasks import Task, task_from_file
 from vaebench.train import train
@@ -105,15 +106,18 @@ def test_training_reads_the_validation_split_and_never_the_test_split(
         return real_train(model, x_train, **kwargs)
 
     options = {"n_train": 40, "n_valid": 12, "n_test": 20}
-    config = RunConfig(
-        dataset="synthetic",
-        dataset_options=options,
-        epochs=3,
-        patience=1,
-        iw_samples=2,
-        timing_min_time=0.01,
-        out=str(tmp_path / "run"),
-    ).resolve(registry)
+    config = resolve_config(
+        RunConfig(
+            dataset="synthetic",
+            dataset_options=options,
+            epochs=3,
+            patience=1,
+            iw_samples=2,
+            timing_min_time=0.01,
+            out=str(tmp_path / "run"),
+        ),
+        registry,
+    )
     monkeypatch.setattr(runner, "train", spy)
     (row,) = runner.run(config, registry)
     data = registry.get("dataset", "synthetic").factory(seed=0, **options)
@@ -285,14 +289,20 @@ def test_static_mnist_task_runs_end_to_end_and_records_its_protocol(static_mnist
 
 def test_an_unchanged_protocol_reads_plainly_and_a_suggestion_is_not_a_change(registry, tmp_path):
     given = RunConfig.from_mapping({"task": "static-mnist", "latent_dim": 3}, "cell")
-    config = RunConfig.from_mapping(
-        {"task": "static-mnist", "latent_dim": 3, "data_root": str(tmp_path)}, "cell"
-    ).resolve(registry)
+    config = resolve_config(
+        RunConfig.from_mapping(
+            {"task": "static-mnist", "latent_dim": 3, "data_root": str(tmp_path)}, "cell"
+        ),
+        registry,
+    )
     assert config.protocol == "static-mnist@1"
     assert (config.latent_dim, config.iw_samples, config.dataset) == (3, 5000, "static-mnist")
-    changed = RunConfig.from_mapping(
-        {"task": "static-mnist", "binarize": "dynamic", "data_root": str(tmp_path)}, "cell"
-    ).resolve(registry)
+    changed = resolve_config(
+        RunConfig.from_mapping(
+            {"task": "static-mnist", "binarize": "dynamic", "data_root": str(tmp_path)}, "cell"
+        ),
+        registry,
+    )
     assert changed.protocol == "static-mnist@1 (modified: binarize)"
     assert given.given == ["latent_dim", "task"]
 
@@ -307,7 +317,7 @@ def test_idx_tasks_hold_out_the_last_10000_training_images(registry, tmp_path, t
     write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, 10_012))
     write_idx(folder / "t10k-images-idx3-ubyte", x_train[:7])
     write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 7))
-    config = RunConfig(task=task, data_root=str(tmp_path)).resolve(registry)
+    config = resolve_config(RunConfig(task=task, data_root=str(tmp_path)), registry)
     data = load_dataset(config, registry)
     assert data.sizes() == {"n_train": 12, "n_valid": 10_000, "n_test": 7}
     assert data.name == task and len(data.files) == 4
@@ -324,7 +334,7 @@ def test_the_omniglot_task_reads_chardata_mat(registry, tmp_path):
     scipy.io.savemat(
         tmp_path / "omniglot" / "chardata.mat", {"data": columns, "testdata": columns[:, :4]}
     )
-    config = RunConfig(task="omniglot", data_root=str(tmp_path)).resolve(registry)
+    config = resolve_config(RunConfig(task="omniglot", data_root=str(tmp_path)), registry)
     data = load_dataset(config, registry)
     assert data.sizes() == {"n_train": 5, "n_valid": 1_345, "n_test": 4}
     assert torch.allclose(data.x_train[:, 0].double(), torch.from_numpy(images[:5]), atol=1e-6)
@@ -376,15 +386,15 @@ def test_the_data_root_comes_from_the_environment_or_is_asked_for(
 ):
     monkeypatch.delenv(DATA_ENV, raising=False)
     with pytest.raises(ConfigError, match=f"--data-root DIR or set \\${DATA_ENV}"):
-        RunConfig(task="static-mnist").resolve(registry)
+        resolve_config(RunConfig(task="static-mnist"), registry)
     monkeypatch.setenv(DATA_ENV, str(static_mnist_root))
-    config = RunConfig(task="static-mnist").resolve(registry)
+    config = resolve_config(RunConfig(task="static-mnist"), registry)
     assert load_dataset(config, registry).sizes()["n_valid"] == 20
 
 
 def test_unknown_tasks_and_broken_task_files_are_named(registry, tmp_path):
     with pytest.raises(ConfigError, match="unknown task 'mnist'; available: cifar10"):
-        RunConfig(task="mnist", data_root=str(tmp_path)).resolve(registry)
+        resolve_config(RunConfig(task="mnist", data_root=str(tmp_path)), registry)
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\nversion = 1\n[data]\nformat = "amat"\nfiles = {}\n')
     bad.write_text(bad.read_text() + "[protocol]\nepochs = -1\n")
@@ -429,7 +439,7 @@ def test_a_plugin_adds_a_task_with_its_own_reader(registry, tmp_path):
             )
 
     registry.add_plugin(Plugin(), Owner("mine-dist", "1.0", "mine"))
-    config = RunConfig(task="mine", data_root=str(tmp_path)).resolve(registry)
+    config = resolve_config(RunConfig(task="mine", data_root=str(tmp_path)), registry)
     assert (config.epochs, config.protocol) == (7, "mine@3")
     assert load_dataset(config, registry).sizes() == {"n_train": 15, "n_valid": 5, "n_test": 10}
 
@@ -510,16 +520,19 @@ def test_a_layout_value_is_checked_whatever_the_data_format(tmp_path):
 
 
 def test_task_names_with_versions_and_changed_likelihood_options(registry, tmp_path):
-    config = RunConfig(task="static-mnist@1", data_root=str(tmp_path)).resolve(registry)
+    config = resolve_config(RunConfig(task="static-mnist@1", data_root=str(tmp_path)), registry)
     assert config.protocol == "static-mnist@1"
     with pytest.raises(ConfigError, match="task static-mnist is at version 1 here, not 2"):
-        RunConfig(task="static-mnist@2", data_root=str(tmp_path)).resolve(registry)
-    changed = RunConfig.from_mapping(
-        {"task": "cifar10", "likelihood_options": {"bins": 16}, "data_root": str(tmp_path)}, "x"
-    ).resolve(registry)
+        resolve_config(RunConfig(task="static-mnist@2", data_root=str(tmp_path)), registry)
+    changed = resolve_config(
+        RunConfig.from_mapping(
+            {"task": "cifar10", "likelihood_options": {"bins": 16}, "data_root": str(tmp_path)}, "x"
+        ),
+        registry,
+    )
     assert changed.protocol == "cifar10@1 (modified: likelihood_options)"
     with pytest.raises(ConfigError, match="--data-root names where a --task finds its files"):
-        RunConfig(data_root=str(tmp_path), given=["data_root"]).resolve(registry)
+        resolve_config(RunConfig(data_root=str(tmp_path), given=["data_root"]), registry)
 
 
 def test_too_few_training_images_for_the_tasks_hold_out_names_the_task(registry, tmp_path):
@@ -530,7 +543,7 @@ def test_too_few_training_images_for_the_tasks_hold_out_names_the_task(registry,
     for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
         n = 10_001 if name.startswith("train") else 3
         write_idx(folder / name, np.zeros(n, np.uint8))
-    config = RunConfig(task="dynamic-mnist", data_root=str(tmp_path)).resolve(registry)
+    config = resolve_config(RunConfig(task="dynamic-mnist", data_root=str(tmp_path)), registry)
     with pytest.raises(DataError, match="training files hold 10,001 examples, too few") as info:
         load_dataset(config, registry)
     assert "--valid-fraction" not in str(info.value)
@@ -542,7 +555,7 @@ def test_cifar_batches_at_the_data_root_are_read_there(registry, tmp_path):
         path.rename(tmp_path / path.name)
     (tmp_path / "cifar-10-batches-bin").mkdir(exist_ok=True)  # an unrelated, incomplete copy
     (tmp_path / "top").rmdir()
-    config = RunConfig(task="cifar10", data_root=str(tmp_path)).resolve(registry)
+    config = resolve_config(RunConfig(task="cifar10", data_root=str(tmp_path)), registry)
     assert load_dataset(config, registry).sizes()["n_test"] == 2
 
 

@@ -18,6 +18,7 @@ from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.present.report import make_report
 from vaebench.registry import Owner
+from vaebench.resolve import resolve_config
 from vaebench.runner import run
 
 NASTY = "<script>alert(1)</script>"
@@ -63,8 +64,8 @@ def hostile_registry(registry):
 @pytest.fixture
 def tiny_run(hostile_registry, tmp_path):
     out = tmp_path / "run-a"
-    config = RunConfig(plugins=["mlp", NASTY, "nanny"], epochs=2, out=str(out), **FAST).resolve(
-        hostile_registry
+    config = resolve_config(
+        RunConfig(plugins=["mlp", NASTY, "nanny"], epochs=2, out=str(out), **FAST), hostile_registry
     )
     run(config, hostile_registry)
     return out

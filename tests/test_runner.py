@@ -14,6 +14,7 @@ import vaebench
 from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.registry import Owner, Registry
+from vaebench.resolve import resolve_config
 from vaebench.runner import run
 from vaebench.schema import column as declared
 from vaebench.schema import ordered_keys
@@ -68,8 +69,8 @@ def test_registry(registry: Registry) -> Registry:
 
 
 def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
-    config = RunConfig(plugins=["mlp", "conv"], epochs=8, out=str(tmp_path), **FAST).resolve(
-        registry
+    config = resolve_config(
+        RunConfig(plugins=["mlp", "conv"], epochs=8, out=str(tmp_path), **FAST), registry
     )
     rows = run(config, registry)
     frame = pd.read_csv(tmp_path / "results.csv")
@@ -108,9 +109,10 @@ def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
 
 
 def test_divergence_and_failure_are_recorded_and_others_still_run(test_registry, tmp_path):
-    config = RunConfig(
-        plugins=["nanny", "explodes", "mlp"], epochs=2, out=str(tmp_path), **FAST
-    ).resolve(test_registry)
+    config = resolve_config(
+        RunConfig(plugins=["nanny", "explodes", "mlp"], epochs=2, out=str(tmp_path), **FAST),
+        test_registry,
+    )
     run(config, test_registry)
     frame = pd.read_csv(tmp_path / "results.csv").set_index("plugin")
     assert frame.loc["nanny", "status"] == "diverged at step 3"
@@ -127,8 +129,8 @@ def test_divergence_and_failure_are_recorded_and_others_still_run(test_registry,
 def test_interrupted_run_keeps_finished_models(registry, tmp_path, monkeypatch):
     import vaebench.runner as runner
 
-    config = RunConfig(plugins=["mlp", "conv"], epochs=1, out=str(tmp_path), **FAST).resolve(
-        registry
+    config = resolve_config(
+        RunConfig(plugins=["mlp", "conv"], epochs=1, out=str(tmp_path), **FAST), registry
     )
     real_train = runner.train
 
@@ -161,9 +163,9 @@ class WrongShapes:
 
 def test_plugins_returning_wrong_shapes_fail_with_a_clear_status(registry, tmp_path):
     registry.add_plugin(WrongShapes(), Owner("tests", "0", "wrong"))
-    config = RunConfig(
-        plugins=["skewed", "flat", "mlp"], epochs=1, out=str(tmp_path), **FAST
-    ).resolve(registry)
+    config = resolve_config(
+        RunConfig(plugins=["skewed", "flat", "mlp"], epochs=1, out=str(tmp_path), **FAST), registry
+    )
     run(config, registry)
     frame = pd.read_csv(tmp_path / "results.csv").set_index("plugin")
     assert "encoder returned mu" in frame.loc["skewed", "status"]

@@ -19,6 +19,7 @@ from vaebench.config import RunConfig
 from vaebench.data import Dataset
 from vaebench.errors import ConfigError, DataError
 from vaebench.modes import Mode
+from vaebench.resolve import resolve_config
 
 
 def test_one_line_joins_lines_and_caps_the_length():
@@ -168,7 +169,7 @@ TINY = {
 
 
 def tiny_run(tmp_path, registry, reporter=None, **settings) -> list[dict]:
-    config = RunConfig(out=str(tmp_path / "run"), **{**TINY, **settings}).resolve(registry)
+    config = resolve_config(RunConfig(out=str(tmp_path / "run"), **{**TINY, **settings}), registry)
     return runner.run(config, registry, reporter)
 
 
@@ -452,7 +453,7 @@ def test_a_task_run_reads_the_tasks_files_and_writes_its_definition(
 
     settings = {k: v for k, v in TINY.items() if k not in ("dataset", "dataset_options")}
     settings |= {"task": "static-mnist", "data_root": str(static_mnist_root), "patience": 0}
-    config = RunConfig(out=str(tmp_path / "run"), **settings).resolve(registry)
+    config = resolve_config(RunConfig(out=str(tmp_path / "run"), **settings), registry)
     (row,) = runner.run(config, registry)
     assert (row["n_train"], row["n_valid"], row["n_test"]) == (60, 20, 30)
     written = json.loads((tmp_path / "run" / "task.json").read_text())

@@ -13,6 +13,7 @@ from vaebench import docs
 from vaebench.cli import main
 from vaebench.config import RunConfig, check, checked, from_text, sweep_keys
 from vaebench.errors import ConfigError
+from vaebench.resolve import resolve_config
 from vaebench.schema import MISSING, column, columns_of, ordered_keys, row_label, row_stem
 
 
@@ -153,14 +154,17 @@ def test_results_files_carry_every_declared_column(registry, tmp_path):
     from vaebench.runner import run
     from vaebench.schema import CORE_KEYS
 
-    config = RunConfig(
-        models=["ae"],
-        dataset="synthetic",
-        dataset_options={"n_train": 32, "n_test": 8},
-        epochs=1,
-        timing_min_time=0.01,
-        out=str(tmp_path / "ae"),
-    ).resolve(registry)
+    config = resolve_config(
+        RunConfig(
+            models=["ae"],
+            dataset="synthetic",
+            dataset_options={"n_train": 32, "n_test": 8},
+            epochs=1,
+            timing_min_time=0.01,
+            out=str(tmp_path / "ae"),
+        ),
+        registry,
+    )
     run(config, registry)
     frame = pd.read_csv(tmp_path / "ae" / "results.csv")
     assert set(CORE_KEYS) <= set(frame.columns)  # an AE-only run still has an iw_nll column

@@ -354,7 +354,7 @@ def test_aggregation_of_hand_made_cells_against_a_hand_computation(tmp_path):
 
 
 def test_a_summary_without_axes_or_status_is_one_group_with_nothing_finished():
-    from vaebench.sweep import summarize
+    from vaebench.seeds import summarize
 
     plain = summarize(pd.DataFrame({"iw_nll": [1.0, 2.0]}))
     assert list(plain["all"]) == ["all"] and list(plain["cells"]) == [2]

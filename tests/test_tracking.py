@@ -16,7 +16,9 @@ from tests.conftest import FAST_CLI, run_cli
 from vaebench import hookimpl
 from vaebench.config import RunConfig
 from vaebench.errors import ConfigError
+from vaebench.present.report import Reporting
 from vaebench.registry import Owner
+from vaebench.resolve import resolve_config
 from vaebench.runner import run
 from vaebench.tracking import EXTRAS, Trackers
 
@@ -38,8 +40,10 @@ def fast_config(tmp_path: Path, **settings) -> RunConfig:
 
 def test_mlflow_holds_a_parent_run_and_one_nested_run_per_model(registry, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default store: ./mlruns (an SQLite file and artifacts)
-    config = fast_config(tmp_path, plugins=["mlp", "conv"], track=["mlflow"]).resolve(registry)
-    rows = run(config, registry)
+    config = resolve_config(
+        fast_config(tmp_path, plugins=["mlp", "conv"], track=["mlflow"]), registry
+    )
+    rows = run(config, registry, Reporting())
     assert sorted(p.name for p in (tmp_path / "mlruns").iterdir()) == ["artifacts", "mlflow.db"]
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("vaebench")
@@ -72,8 +76,8 @@ def test_mlflow_holds_a_parent_run_and_one_nested_run_per_model(registry, tmp_pa
 def test_tensorboard_writes_curves_hparams_and_image_grids(registry, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = fast_config(tmp_path, track=["tensorboard"]).resolve(registry)
-    (row,) = run(config, registry)
+    config = resolve_config(fast_config(tmp_path, track=["tensorboard"]), registry)
+    (row,) = run(config, registry, Reporting())
     folders = list((tmp_path / "run" / "tensorboard").iterdir())
     assert [f.name for f in folders] == ["vae-mlp__normal"]
     events = EventAccumulator(str(folders[0]), size_guidance={"images": 0})
@@ -116,8 +120,10 @@ def test_a_tracker_that_fails_mid_run_warns_once_and_the_run_completes(registry,
 
     registry.add_plugin(Plugin(), Owner("broken-dist", "0.1", "broken"))
     Broken.calls = []
-    config = fast_config(tmp_path, plugins=["mlp", "conv"], track=["broken"]).resolve(registry)
-    rows = run(config, registry)
+    config = resolve_config(
+        fast_config(tmp_path, plugins=["mlp", "conv"], track=["broken"]), registry
+    )
+    rows = run(config, registry, Reporting())
     assert [r["status"] for r in rows] == ["ok", "ok"]  # the run is whole
     assert Broken.calls == ["start", "vae:mlp/normal"]  # dropped after its first failure
     err = capsys.readouterr().err
@@ -158,5 +164,5 @@ def test_a_missing_tracker_library_names_the_extra_before_training(registry, tmp
     assert EXTRAS["mlflow"] == "vaebench[mlflow]"
     config = fast_config(tmp_path, track=["absent"])
     with pytest.raises(ConfigError, match="--track absent"):
-        run(config.resolve(registry), registry)
+        run(resolve_config(config, registry), registry)
     assert not (tmp_path / "run").exists()  # refused before anything was written

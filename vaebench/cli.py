@@ -135,11 +135,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vaebench.config import from_args
     from vaebench.present.console import RichReporter, print_run
     from vaebench.registry import load_registry
+    from vaebench.resolve import resolve_config
     from vaebench.runner import run
     from vaebench.tasks import get_task
 
     registry = load_registry()
-    config = from_args(args).resolve(registry)
+    config = resolve_config(from_args(args), registry)
     rows = run(config, registry, RichReporter(Console(stderr=True), quiet=config.quiet))
     if not config.quiet and rows:
         references = get_task(registry, config.task).references if config.task else ()

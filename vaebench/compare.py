@@ -21,7 +21,7 @@ import pandas as pd
 from vaebench.errors import VaebenchError
 from vaebench.io import load_run, read_json
 from vaebench.schema import MISSING, SPEEDS, column, is_missing, row_label, with_mode_defaults
-from vaebench.seeds import Difference, by_model, difference, values
+from vaebench.seeds import Difference, by_model, difference, mean, values
 
 NLL_KEYS = ("iw_nll", "neg_elbo")  # the first one present is compared
 # NLLs compare only on the same data (bytes and binarization), likelihood and K
@@ -135,15 +135,15 @@ def compare_runs(
             "seeds base/new": f"{len(rows_base)}/{len(rows_new)}",
             "finished base -> new": f"{done_base}/{len(rows_base)} -> {done_new}/{len(rows_new)}",
             "NLL": column(nll).header,
-            "base": _fmt(statistics_mean(values(rows_base, nll)), ".2f"),
-            "new": _fmt(statistics_mean(values(rows_new, nll)), ".2f"),
+            "base": _fmt(mean(values(rows_base, nll)), ".2f"),
+            "new": _fmt(mean(values(rows_new, nll)), ".2f"),
             "delta [95% CI]": _interval(diff, "+.3f"),
             "p": _fmt(diff.p, ".3g"),
         }
         for speed in SPEEDS:
             a, b = values(rows_base, speed), values(rows_new, speed)
-            mean_a = statistics_mean(a)
-            change = statistics_mean(b) / mean_a - 1 if mean_a > 0 else math.nan
+            mean_a = mean(a)
+            change = mean(b) / mean_a - 1 if mean_a > 0 else math.nan
             speed_diff = difference(a, b)
             header = column(speed).header
             record[f"{header} change"] = _fmt(change, "+.1%")
@@ -157,7 +157,3 @@ def compare_runs(
         records.append(record)
     notes = [NO_ERROR_BARS] if thin else []
     return Comparison(pd.DataFrame(records), regressions, only_base, only_new, notes)
-
-
-def statistics_mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan

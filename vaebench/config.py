@@ -9,12 +9,10 @@ option is a field here plus the code that reads it. Nothing here imports torch, 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vaebench.errors import ConfigError
@@ -115,72 +113,6 @@ class RunConfig:
         """A config from already-typed values (a sweep file): keys and values checked."""
         settings = checked(values, source)
         return cls(**settings, given=sorted(settings))
-
-    def resolve(self, registry) -> RunConfig:
-        """Check every name against the registry; apply the task; fill ``device`` and ``out``."""
-        if self.task is None and self.data_root is not None:
-            raise ConfigError("--data-root names where a --task finds its files; add --task NAME")
-        if self.task is not None:
-            from vaebench.tasks import data_root, get_task
-
-            self = get_task(registry, self.task).apply(self)
-            self = dataclasses.replace(self, data_root=str(data_root(self)))
-        families = registry.families()
-        for plugin in self.plugins:
-            if plugin not in families:
-                raise ConfigError(
-                    f"unknown plugin '{plugin}' (needs an encoder and a decoder of that name); "
-                    f"available: {', '.join(families) or 'none'}"
-                )
-        for kind, names in (
-            ("prior", self.priors),
-            ("model", self.models),
-            ("tracker", self.track),
-        ):
-            for name in names:
-                registry.get(kind, name)
-        if self.likelihood != "auto":
-            registry.get("likelihood", self.likelihood)
-        if self.task is None and not is_path(self.dataset, registry):
-            registry.get("dataset", self.dataset)
-        self.check_option_keys(registry)
-        device = resolve_device(self.device)
-        from vaebench.kernels import resolve_backend
-
-        try:
-            resolve_backend(self.kernel, device)
-        except ValueError as exc:
-            raise ConfigError(f"--kernel {self.kernel}: {exc}") from None
-        self.check_modes(device)
-        return dataclasses.replace(self, device=device, out=str(self.out or default_out_dir()))
-
-    def check_modes(self, device: str) -> None:
-        """Precisions, compile modes and graphs this device can run, before anything starts."""
-        import torch
-
-        from vaebench.modes import Mode
-
-        if self.cuda_graphs and self.kl_warmup:
-            raise ConfigError(
-                "--cuda-graphs freezes the KL weight in the captured step; use --kl-warmup 0"
-            )
-        for precision, compile_mode in self.modes():
-            Mode(precision, compile_mode, self.cuda_graphs).check(torch.device(device))
-
-    def check_option_keys(self, registry) -> None:
-        """Every ``-D/-L/-P`` key is an option of a component this run uses (a sweep checks
-        each cell): a misspelled or misplaced key stops it before anything starts."""
-        from vaebench.model import check_option_keys
-
-        priors = [registry.get("prior", name) for name in self.priors]
-        check_option_keys(priors, self.prior_options, "-P", 1)
-        if self.likelihood != "auto":  # "auto" is checked once the data has chosen it
-            likelihood = registry.get("likelihood", self.likelihood)
-            check_option_keys([likelihood], self.likelihood_options, "-L", 1)
-        if self.task is None and self.dataset in registry.names("dataset"):
-            check_option_keys(
-                [registry.get("dataset", self.dataset)], self.dataset_options, "-D", 0
-            )
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -355,41 +287,6 @@ def from_args(namespace: Any) -> RunConfig:
         except ValueError as exc:
             raise ConfigError(f"{flag(name)}: {exc}") from None
     return RunConfig(**values, given=sorted(values))
-
-
-def is_path(spec: str, registry) -> bool:
-    """A registered dataset name always means that dataset; anything else must look like a path."""
-    if spec in registry.names("dataset"):
-        return False
-    if "/" in spec or Path(spec).suffix:
-        return True
-    raise ConfigError(
-        f"unknown dataset '{spec}'; available: {', '.join(registry.names('dataset'))}; "
-        f"give a file or folder as a path (./{spec})"
-    )
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda, but this torch build sees no CUDA device "
-            f"(torch {torch.__version__}); install a CUDA build of torch or use --device cpu"
-        )
-    return device
-
-
-def default_out_dir(root: Path = Path("runs")) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = root / stamp
-    suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = root / f"{stamp}-{suffix}"
-    return candidate
 
 
 def accepts(name: str) -> str:

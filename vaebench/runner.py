@@ -18,7 +18,7 @@ import torch
 
 from vaebench import metrics
 from vaebench.checkpoints import REPORT_EXAMPLES, model_views, save_checkpoint
-from vaebench.config import RunConfig, is_path
+from vaebench.config import RunConfig
 from vaebench.data import Dataset, binarized, load_path, sample_binary, with_validation
 from vaebench.errors import ConfigError, DataError
 from vaebench.formats import sha256_file
@@ -37,16 +37,11 @@ from vaebench.io import (
     write_results,
 )
 from vaebench.kernels import resolve_backend, triton_available
-from vaebench.model import (
-    VAE,
-    ModelSpec,
-    Objective,
-    build_model,
-    call_factory,
-    check_option_keys,
-)
+from vaebench.model import VAE, ModelSpec, Objective, build_model
 from vaebench.modes import EAGER, Mode, peak_memory_mb
+from vaebench.options import call_factory, check_option_keys
 from vaebench.registry import Registry
+from vaebench.resolve import is_path
 from vaebench.schema import columns_of, metric_columns, row_label, row_stem
 from vaebench.timing import Timing, measure_model, measure_reparam_kl, out_of_memory
 from vaebench.tracking import ModelRecord, Trackers
@@ -68,6 +63,11 @@ class Reporter:
 
     def finished(self, row: dict[str, Any]) -> None:
         pass
+
+    def report(self, out: Path, registry: Registry) -> list[Path]:
+        """Files drawn from the finished run for its trackers (a report). The runner draws
+        none itself: a caller that wants one (the CLI, a sweep cell) makes it here."""
+        return []
 
 
 def timed_backends(selected: str, device: torch.device) -> list[str]:
@@ -290,7 +290,7 @@ def run(
             record = model_record(row, history or [], out, registry, context.seeded)
             trackers.log_model(record)
     if trackers.active:
-        finish_trackers(trackers, out, registry)
+        finish_trackers(trackers, out, registry, reporter)
     return rows
 
 
@@ -319,16 +319,15 @@ def model_record(
     )
 
 
-def finish_trackers(trackers: Trackers, out: Path, registry: Registry) -> None:
-    """The run's files (and its report, made now) handed to the trackers."""
-    from vaebench.present.report import make_report
-
+def finish_trackers(trackers: Trackers, out: Path, registry: Registry, reporter: Reporter) -> None:
+    """The run's files, and what the reporter draws from them, handed to the trackers."""
     try:
-        make_report([out], out / "report.html", registry)
+        drawn = reporter.report(out, registry)
     except Exception as exc:  # the trackers get the files there are
         trackers.warn(f"vaebench: warning: no report for the trackers ({_one_line(exc)})")
-    names = ("results.csv", "results.json", "config.json", "environment.json", "report.html")
-    trackers.finish([out / name for name in names])
+        drawn = []
+    names = ("results.csv", "results.json", "config.json", "environment.json")
+    trackers.finish([*(out / name for name in names), *drawn])
 
 
 def quality_deltas(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:

@@ -1,8 +1,10 @@
-"""Statistics over seeds: one model's rows across seeds, their mean and spread, and whether a
-difference between two sets of seeds is more than seed-to-seed noise.
+"""Every statistic over seeds: one model's rows across seeds, their mean and spread, the
+summary of a sweep's cells, and whether a difference between two sets of seeds is more than
+seed-to-seed noise.
 
-``vaebench run --seeds`` tables and ``vaebench compare`` read these, so "mean ± std (n)" and
-"significant" mean the same everywhere.
+The console's ``--seeds`` tables, the run report, the sweep files and report, and
+``vaebench compare`` all read these, so "mean ± std (n)" and "significant" mean the same
+everywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vaebench.schema import IDENTITY, Column, columns_of, metric_columns
+import pandas as pd
+
+from vaebench.schema import IDENTITY, MISSING, Column, columns_of, is_missing, metric_columns
 
 CONFIDENCE = 0.95
 
@@ -45,13 +49,26 @@ def values(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     return found
 
 
+def mean(xs: Sequence[float]) -> float:
+    """The mean, NaN for no values."""
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def format_mean_std(col: Column, mean: Any, std: Any, count: Any) -> str:
+    """``mean ± std (n=K)`` in the column's format; no ``±`` where the spread is unknown."""
+    if is_missing(mean):
+        return MISSING
+    spread = "" if is_missing(std) else f" ± {col.format(std)}"
+    return f"{col.format(mean)}{spread} (n={int(count)})"
+
+
 def mean_std(col: Column, xs: list[float]) -> str:
-    """``mean ± std (n=K)`` in the column's format (the sample standard deviation)."""
+    """``mean ± std (n=K)`` of the values (the sample standard deviation); one value alone."""
     if not xs:
-        return "–"
+        return MISSING
     if len(xs) == 1:
         return col.format(xs[0])
-    return f"{col.format(statistics.fmean(xs))} ± {col.format(statistics.stdev(xs))} (n={len(xs)})"
+    return format_mean_std(col, statistics.fmean(xs), statistics.stdev(xs), len(xs))
 
 
 def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -110,3 +127,27 @@ def difference(base: list[float], new: list[float]) -> Difference:
     return Difference(
         delta, float(interval.low), float(interval.high), float(result.pvalue), len(base), len(new)
     )
+
+
+def summarize(sweep: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's (or several runs') rows grouped over everything but the seed: cells per
+    group, how many finished, and each metric's mean, std and count over those that finished."""
+    keys = [c for c in sweep.columns if c.startswith("axis.") and c != "axis.seed"]
+    keys += [c for c in IDENTITY if c in sweep]
+    if not keys:
+        keys = ["all"]
+        sweep = sweep.assign(all="all")
+    finished = sweep[sweep["status"] == "ok"] if "status" in sweep else sweep.iloc[:0]
+    metrics = [c.key for c in metric_columns(sweep.columns)]
+    groups = sweep.groupby(keys, dropna=False, sort=False)
+    summary = groups.size().rename("cells").reset_index()
+    done = finished.groupby(keys, dropna=False, sort=False).size().rename("finished").reset_index()
+    summary = summary.merge(done, on=keys, how="left")
+    summary["finished"] = summary["finished"].fillna(0).astype(int)
+    if metrics and len(finished):
+        stats = finished.groupby(keys, dropna=False, sort=False)[metrics].agg(
+            ["mean", "std", "count"]
+        )
+        stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+        summary = summary.merge(stats.reset_index(), on=keys, how="left")
+    return summary

@@ -31,11 +31,12 @@ from typing import Any
 
 import pandas as pd
 
-from vaebench.config import RunConfig, checked, default_out_dir, sweep_keys
+from vaebench.config import RunConfig, checked, sweep_keys
 from vaebench.errors import ConfigError, VaebenchError
 from vaebench.io import atomic_write_bytes, atomic_write_text, read_json, read_rows, write_json
 from vaebench.registry import Registry
-from vaebench.schema import IDENTITY, metric_columns
+from vaebench.resolve import default_out_dir, resolve_config
+from vaebench.seeds import summarize
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -109,7 +110,7 @@ def expand(spec: SweepSpec, registry: Registry) -> list[Cell]:
         axes = dict(zip(names, combo, strict=True))
         settings = checked({**spec.fixed, **axes}, spec.source)
         try:
-            RunConfig(**settings, given=sorted(settings)).resolve(registry)
+            resolve_config(RunConfig(**settings, given=sorted(settings)), registry)
         except ConfigError as exc:
             raise ConfigError(f"{spec.source}: cell {index} ({axes}): {exc}") from None
         slug = "_".join(f"{n}={_slug(v)}" for n, v in axes.items()) or "single"
@@ -133,6 +134,7 @@ def run_cell(cell_id: str, settings: dict[str, Any]) -> dict[str, Any]:
 
     The worker writes nothing outside that temporary folder, which it removes.
     """
+    from vaebench.present.report import Reporting
     from vaebench.registry import load_registry
     from vaebench.runner import run
 
@@ -142,8 +144,10 @@ def run_cell(cell_id: str, settings: dict[str, Any]) -> dict[str, Any]:
         try:
             registry = load_registry()
             config = RunConfig.from_mapping(settings, f"cell {cell_id}")
-            config = dataclasses.replace(config, out=str(run_dir), quiet=True).resolve(registry)
-            rows = run(config, registry)
+            config = resolve_config(
+                dataclasses.replace(config, out=str(run_dir), quiet=True), registry
+            )
+            rows = run(config, registry, Reporting())
             status = "ok" if all(r["status"] == "ok" for r in rows) else "diverged"
         except Exception as exc:  # a failing cell is recorded; the sweep goes on
             status = f"error: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
@@ -292,29 +296,6 @@ def aggregate(out: Path, cells: Iterable[Cell]) -> tuple[pd.DataFrame, pd.DataFr
     summary = summarize(sweep)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     return sweep, summary
-
-
-def summarize(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Group over everything but the seed; statistics over the models that finished."""
-    keys = [c for c in sweep.columns if c.startswith("axis.") and c != "axis.seed"]
-    keys += [c for c in IDENTITY if c in sweep]
-    if not keys:
-        keys = ["all"]
-        sweep = sweep.assign(all="all")
-    finished = sweep[sweep["status"] == "ok"] if "status" in sweep else sweep.iloc[:0]
-    metrics = [c.key for c in metric_columns(sweep.columns)]
-    groups = sweep.groupby(keys, dropna=False, sort=False)
-    summary = groups.size().rename("cells").reset_index()
-    done = finished.groupby(keys, dropna=False, sort=False).size().rename("finished").reset_index()
-    summary = summary.merge(done, on=keys, how="left")
-    summary["finished"] = summary["finished"].fillna(0).astype(int)
-    if metrics and len(finished):
-        stats = finished.groupby(keys, dropna=False, sort=False)[metrics].agg(
-            ["mean", "std", "count"]
-        )
-        stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
-        summary = summary.merge(stats.reset_index(), on=keys, how="left")
-    return summary
 
 
 def default_sweep_out() -> Path:

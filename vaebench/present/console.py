@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vaebench.present.report import Reporting
 from vaebench.schema import (
     IDENTITY,
     MISSING,
@@ -28,8 +29,9 @@ def stdout() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-class RichReporter:
-    """Draws one progress bar per model on stderr; silent when ``quiet``."""
+class RichReporter(Reporting):
+    """Draws one progress bar per model on stderr (silent when ``quiet``); the run's report
+    for its trackers."""
 
     def __init__(self, console: Console, quiet: bool = False) -> None:
         self.console = console

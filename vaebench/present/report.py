@@ -24,9 +24,9 @@ from vaebench.present.sweep_report import (
     sweep_sections,
 )
 from vaebench.registry import Registry
+from vaebench.runner import Reporter
 from vaebench.schema import SPEEDS, Column, column, columns_of, metric_columns, row_label
-from vaebench.seeds import several_seeds
-from vaebench.sweep import summarize
+from vaebench.seeds import several_seeds, summarize
 from vaebench.tasks import LITERATURE_HEADERS, literature_rows, references_of
 
 
@@ -360,3 +360,11 @@ def make_report(run_dirs: list[Path], html_path: Path, registry: Registry) -> tu
     runs = load_runs(run_dirs)
     title = "vaebench report: " + ", ".join(run.name for run in runs)
     return write_report(build_sections(runs, registry), title, html_path)
+
+
+class Reporting(Reporter):
+    """A silent reporter that draws the run's report for its trackers (HTML and Markdown)."""
+
+    def report(self, out: Path, registry: Registry) -> list[Path]:
+        html, _markdown = make_report([out], out / "report.html", registry)
+        return [html]

@@ -13,14 +13,13 @@ from vaebench.present import figures
 from vaebench.present.render import Plot, Section, Table
 from vaebench.schema import (
     IDENTITY,
-    MISSING,
     MODE_DEFAULTS,
     Column,
     column,
-    is_missing,
     metric_columns,
     row_label,
 )
+from vaebench.seeds import format_mean_std
 
 HEADLINE = [c for c in metric_columns() if c.headline]
 
@@ -60,11 +59,7 @@ def group_labels(summary: pd.DataFrame) -> list[str]:
 
 
 def _mean_std(row: pd.Series, col: Column) -> str:
-    mean, std, count = (row.get(f"{col.key}_{s}") for s in ("mean", "std", "count"))
-    if is_missing(mean):
-        return MISSING
-    spread = "" if is_missing(std) else f" ± {col.format(std)}"
-    return f"{col.format(mean)}{spread} (n={int(count)})"
+    return format_mean_std(col, *(row.get(f"{col.key}_{s}") for s in ("mean", "std", "count")))
 
 
 def sweep_sections(path: Path) -> list[Section]:

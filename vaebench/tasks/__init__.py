@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaebench.config import DATA_ENV, RunConfig, checked, flag
+from vaebench.config import RunConfig, checked, flag
 from vaebench.errors import ConfigError, DataError
 
 if sys.version_info >= (3, 11):
@@ -190,16 +189,6 @@ def get_task(registry, name: str) -> Task:
             f"task '{name}' from {component.owner} returned {type(task).__name__}, not a Task"
         )
     return task
-
-
-def data_root(config: RunConfig) -> Path:
-    """``--data-root`` or ``$VAEBENCH_DATA``: where the task's files are."""
-    root = config.data_root or os.environ.get(DATA_ENV)
-    if not root:
-        raise ConfigError(
-            f"--task {config.task} needs its data files: give --data-root DIR or set ${DATA_ENV}"
-        )
-    return Path(root).expanduser()
 
 
 def find_files(task: Task, root: Path) -> dict[str, Path]:

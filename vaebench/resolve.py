@@ -1,0 +1,132 @@
+"""A checked ``RunConfig`` turned into what a run needs: the task applied (and its data
+root), every component name and option key checked against the registry, the device and
+kernel backend chosen, the modes checked against that device, and an output folder.
+
+``config.py`` only declares and parses; this module is the one place that reaches out to
+the registry, the tasks, torch and the kernels to settle a config. Everything here runs
+before any file is written, so a bad setting costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+from pathlib import Path
+
+from vaebench.config import DATA_ENV, RunConfig
+from vaebench.errors import ConfigError
+from vaebench.options import check_option_keys
+from vaebench.registry import Registry
+
+
+def resolve_config(config: RunConfig, registry: Registry) -> RunConfig:
+    """Check every name against the registry; apply the task; fill ``device`` and ``out``."""
+    if config.task is None and config.data_root is not None:
+        raise ConfigError("--data-root names where a --task finds its files; add --task NAME")
+    if config.task is not None:
+        from vaebench.tasks import get_task
+
+        config = get_task(registry, config.task).apply(config)
+        config = dataclasses.replace(config, data_root=str(data_root(config)))
+    families = registry.families()
+    for plugin in config.plugins:
+        if plugin not in families:
+            raise ConfigError(
+                f"unknown plugin '{plugin}' (needs an encoder and a decoder of that name); "
+                f"available: {', '.join(families) or 'none'}"
+            )
+    for kind, names in (
+        ("prior", config.priors),
+        ("model", config.models),
+        ("tracker", config.track),
+    ):
+        for name in names:
+            registry.get(kind, name)
+    if config.likelihood != "auto":
+        registry.get("likelihood", config.likelihood)
+    if config.task is None and not is_path(config.dataset, registry):
+        registry.get("dataset", config.dataset)
+    check_component_options(config, registry)
+    device = resolve_device(config.device)
+    from vaebench.kernels import resolve_backend
+
+    try:
+        resolve_backend(config.kernel, device)
+    except ValueError as exc:
+        raise ConfigError(f"--kernel {config.kernel}: {exc}") from None
+    check_modes(config, device)
+    return dataclasses.replace(config, device=device, out=str(config.out or default_out_dir()))
+
+
+def check_modes(config: RunConfig, device: str) -> None:
+    """Precisions, compile modes and graphs this device can run, before anything starts."""
+    import torch
+
+    from vaebench.modes import Mode
+
+    if config.cuda_graphs and config.kl_warmup:
+        raise ConfigError(
+            "--cuda-graphs freezes the KL weight in the captured step; use --kl-warmup 0"
+        )
+    for precision, compile_mode in config.modes():
+        Mode(precision, compile_mode, config.cuda_graphs).check(torch.device(device))
+
+
+def check_component_options(config: RunConfig, registry: Registry) -> None:
+    """Every ``-D/-L/-P`` key is an option of a component this run uses (a sweep checks
+    each cell): a misspelled or misplaced key stops it before anything starts."""
+    priors = [registry.get("prior", name) for name in config.priors]
+    check_option_keys(priors, config.prior_options, "-P", 1)
+    if config.likelihood != "auto":  # "auto" is checked once the data has chosen it
+        likelihood = registry.get("likelihood", config.likelihood)
+        check_option_keys([likelihood], config.likelihood_options, "-L", 1)
+    if config.task is None and config.dataset in registry.names("dataset"):
+        check_option_keys(
+            [registry.get("dataset", config.dataset)], config.dataset_options, "-D", 0
+        )
+
+
+def is_path(spec: str, registry: Registry) -> bool:
+    """A registered dataset name always means that dataset; anything else must look like a path."""
+    if spec in registry.names("dataset"):
+        return False
+    if "/" in spec or Path(spec).suffix:
+        return True
+    raise ConfigError(
+        f"unknown dataset '{spec}'; available: {', '.join(registry.names('dataset'))}; "
+        f"give a file or folder as a path (./{spec})"
+    )
+
+
+def data_root(config: RunConfig) -> Path:
+    """``--data-root`` or ``$VAEBENCH_DATA``: where the task's files are."""
+    root = config.data_root or os.environ.get(DATA_ENV)
+    if not root:
+        raise ConfigError(
+            f"--task {config.task} needs its data files: give --data-root DIR or set ${DATA_ENV}"
+        )
+    return Path(root).expanduser()
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda, but this torch build sees no CUDA device "
+            f"(torch {torch.__version__}); install a CUDA build of torch or use --device cpu"
+        )
+    return device
+
+
+def default_out_dir(root: Path = Path("runs")) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = root / stamp
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / f"{stamp}-{suffix}"
+    return candidate
