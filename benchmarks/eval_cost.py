@@ -29,6 +29,7 @@ from vaebench.model import ModelSpec, build_model
 from vaebench.registry import load_registry
 from vaebench.resolve import resolve_config
 from vaebench.runner import RunContext, evaluate
+from vaebench.step import StepSettings
 from vaebench.train import train
 
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             objective=objective,
             epochs=1,
             batch_size=args.batch_size,
-            lr=1e-3,
+            settings=StepSettings(lr=1e-3),
             seed=0,
         )
     )

@@ -20,6 +20,7 @@ import torch
 
 from vaebench.model import ModelSpec, build_model
 from vaebench.registry import load_registry
+from vaebench.step import StepSettings
 from vaebench.train import train
 
 
@@ -68,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             model = fresh()
             times["bare"].append(seconds_per_epoch(
-                lambda m=model: bare_loop(m, x, objective, epochs=args.epochs, batch_size=args.batch_size, lr=2e-3),
+                lambda m=model: bare_loop(m, x, objective, epochs=args.epochs, batch_size=args.batch_size, settings=StepSettings(lr=2e-3)),
                 args.epochs))  # fmt: skip
             model = fresh()
             times["vaebench"].append(seconds_per_epoch(
                 lambda m=model: train(m, x, objective=objective, epochs=args.epochs,
-                                      batch_size=args.batch_size, lr=2e-3, seed=0, on_step=lambda: None),
+                                      batch_size=args.batch_size, settings=StepSettings(lr=2e-3), seed=0, on_step=lambda: None),
                 args.epochs))  # fmt: skip
         bare, ours = (statistics.median(times[k]) for k in ("bare", "vaebench"))
         iqr = {

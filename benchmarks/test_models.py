@@ -94,14 +94,15 @@ def test_training_step_mode(
     """The training step above in another precision or compiled, through the runner's own
     ``TrainStep`` (autocast, gradient scaler, torch.compile); fp32 eager is
     ``test_training_step``, whose name stays as it was."""
-    from vaebench.modes import Mode, TrainStep, optimizer_for
+    from vaebench.modes import Mode
+    from vaebench.step import StepSettings, build_step
 
     torch.manual_seed(0)
     spec = ModelSpec(family, "normal", "bernoulli", INPUT_SHAPE, LATENT)
     mode = Mode(precision, compile_mode)
     model = mode.prepare(build_model(registry, spec).to(device))
     objective = registry.get("model", "vae").factory()
-    step = TrainStep(model, objective, optimizer_for(model, 1e-3, mode), mode, torch.device(device))
+    step = build_step(model, objective, StepSettings(lr=1e-3), mode, torch.device(device))
     x = batch(device)
     step.precompile([x])  # compiling stays out of the timed rounds
 

@@ -15,6 +15,7 @@ from vaebench import io, metrics
 from vaebench.config import RunConfig
 from vaebench.resolve import resolve_config
 from vaebench.runner import run
+from vaebench.step import StepSettings
 from vaebench.train import train
 
 
@@ -33,7 +34,15 @@ def test_every_batch_takes_one_step_and_epoch_means_weight_the_short_batch(monke
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1))
     x = torch.arange(10, dtype=torch.float32).view(10, 1) ** 2  # distinct values
     model = nn.Linear(1, 1)
-    outcome = train(model, x, objective=Recorded(), epochs=2, batch_size=4, lr=0.1, seed=0)
+    outcome = train(
+        model,
+        x,
+        objective=Recorded(),
+        epochs=2,
+        batch_size=4,
+        settings=StepSettings(lr=0.1),
+        seed=0,
+    )
     assert outcome.steps == 6 and len(steps) == 6  # 4 + 4 + 2 per epoch: a skipped step fails
     expected = x.sum().item() / 10  # the mean over examples, not over batches (they differ)
     for epoch, record in enumerate(outcome.history, start=1):

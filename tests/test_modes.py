@@ -19,10 +19,11 @@ from vaebench.config import RunConfig
 from vaebench.errors import ConfigError
 from vaebench.io import load_run
 from vaebench.model import ModelSpec, build_model
-from vaebench.modes import EAGER, Mode, TrainStep, optimizer_for, peak_memory_mb
+from vaebench.modes import EAGER, Mode, peak_memory_mb
 from vaebench.resolve import check_modes, resolve_config
 from vaebench.runner import run
 from vaebench.schema import row_label, row_stem
+from vaebench.step import StepSettings, build_step
 from vaebench.train import train
 
 SMALL = {"n_train": 192, "n_test": 64, "n_valid": 64}
@@ -128,7 +129,7 @@ def test_training_does_not_compile_inside_the_clock(registry):
         objective=objective,
         epochs=2,
         batch_size=16,  # 16, 16, then a short batch of 8
-        lr=1e-3,
+        settings=StepSettings(lr=1e-3),
         seed=0,
         x_valid=torch.rand(12, 1, 4, 4),
         mode=mode,
@@ -180,10 +181,8 @@ def test_fp16_steps_through_a_gradient_scaler(registry):
     model = mode.prepare(
         build_model(registry, ModelSpec("mlp", "normal", "bernoulli", (1, 4, 4), 3))
     )
-    step = TrainStep(
-        model, registry.get("model", "vae").factory(), optimizer_for(model, 1e-2, mode), mode,
-        torch.device("cpu"),
-    )  # fmt: skip
+    objective = registry.get("model", "vae").factory()
+    step = build_step(model, objective, StepSettings(lr=1e-2), mode, torch.device("cpu"))
     before = [p.detach().clone() for p in model.parameters()]
     scale = step.scaler.get_scale()
     loss, _ = step(torch.rand(16, 1, 4, 4))

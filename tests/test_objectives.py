@@ -13,6 +13,7 @@ from vaebench.model import ModelSpec, build_model
 from vaebench.plugins.objectives import AutoEncoderObjective, IWAEObjective, VAEObjective
 from vaebench.resolve import resolve_config
 from vaebench.runner import run
+from vaebench.step import StepSettings
 from vaebench.train import train
 
 SHAPE = (1, 6, 6)
@@ -42,7 +43,9 @@ def test_every_combination_trains_a_few_steps(registry, objective, prior, likeli
         beta=1.0, kl_warmup_steps=2, corruption=0.3, sparsity=0.05, iwae_samples=3
     )
     before = [p.detach().clone() for p in model.parameters()]
-    outcome = train(model, x, objective=obj, epochs=2, batch_size=16, lr=1e-3, seed=0)
+    outcome = train(
+        model, x, objective=obj, epochs=2, batch_size=16, settings=StepSettings(lr=1e-3), seed=0
+    )
     assert outcome.status == "ok" and outcome.steps == 8
     assert all(math.isfinite(e["loss"]) for e in outcome.history)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -27,6 +27,7 @@ from vaebench.errors import ConfigError, DataError
 from vaebench.registry import Owner
 from vaebench.resolve import resolve_config
 from vaebench.runner import load_dataset
+from vaebench.step import StepSettings
 from vaebench.tasks import Task, task_from_file
 from vaebench.train import train
 
@@ -62,7 +63,7 @@ def planted_run(curve, *, epochs, patience):
         objective=objective,
         epochs=epochs,
         batch_size=4,
-        lr=0.05,
+        settings=StepSettings(lr=0.05),
         seed=0,
         x_valid=torch.randn(5, 3),
         patience=patience,
@@ -212,7 +213,7 @@ def test_dynamic_binarization_draws_a_fresh_sample_of_every_batch():
         objective=Record(),
         epochs=3,
         batch_size=64,
-        lr=0.01,
+        settings=StepSettings(lr=0.01),
         seed=0,
         batch_transform=sample_binary,
     )

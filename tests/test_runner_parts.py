@@ -19,6 +19,7 @@ from vaebench.config import RunConfig
 from vaebench.data import Dataset
 from vaebench.errors import ConfigError, DataError
 from vaebench.modes import Mode
+from vaebench.present.report import Reporting
 from vaebench.resolve import resolve_config
 
 
@@ -411,7 +412,7 @@ def test_trackers_are_built_with_the_uri_and_told_the_run_the_models_and_its_fil
 
     monkeypatch.setattr(runner.Trackers, "build", build)
     uri = str(tmp_path / "store")
-    tiny_run(tmp_path, registry, seeds=[0, 1], track=["mlflow"], tracking_uri=uri)
+    tiny_run(tmp_path, registry, Reporting(), seeds=[0, 1], track=["mlflow"], tracking_uri=uri)
     assert trackers.built == {"names": ["mlflow"], "out": tmp_path / "run", "uri": uri}
     labels = [call[1:] for call in trackers.calls if call[0] == "model"]
     assert labels == [
@@ -428,6 +429,14 @@ def test_trackers_are_built_with_the_uri_and_told_the_run_the_models_and_its_fil
     assert "cannot redraw" not in report  # its pictures too: the run's registry redraws them
 
 
+def test_the_runner_draws_no_report_unless_its_caller_asks(tmp_path, registry):
+    trackers = RecordingTrackers()
+    (tmp_path / "results.csv").write_text("x\n1\n")
+    runner.finish_trackers(trackers, tmp_path, registry, runner.Reporter())
+    assert trackers.calls == [("finish", ["results.csv"])]
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
     tmp_path, registry, monkeypatch
 ):
@@ -439,7 +448,7 @@ def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
     monkeypatch.setattr(report, "make_report", broken)
     trackers = RecordingTrackers()
     (tmp_path / "results.csv").write_text("x\n1\n")
-    runner.finish_trackers(trackers, tmp_path, registry)
+    runner.finish_trackers(trackers, tmp_path, registry, Reporting())
     assert trackers.calls == [
         ("warn", "vaebench: warning: no report for the trackers (ValueError: no fonts at all)"),
         ("finish", ["results.csv"]),

@@ -14,6 +14,7 @@ import torch
 from vaebench import timing
 from vaebench.modes import Mode
 from vaebench.plugins.objectives import VAEObjective
+from vaebench.step import StepSettings
 from vaebench.timing import WARMUP_CALLS, summarize, time_call
 
 
@@ -149,7 +150,9 @@ def test_measure_model_phases_modes_and_restored_weights(monkeypatch):
     monkeypatch.setattr(timing, "time_call", timer)
     monkeypatch.setattr(timing, "peak_memory_mb", lambda fn, device: 1.5)
     x = torch.rand(5, 1, 3, 4)
-    result = timing.measure_model(model, VAEObjective(), x, [4, 8, 4], lr=1e-2, min_run_time=0.3)
+    result = timing.measure_model(
+        model, VAEObjective(), x, [4, 8, 4], settings=StepSettings(lr=1e-2), min_run_time=0.3
+    )
     assert list(result.figures) == [4, 8]  # each size once, in the order asked
     # train in train mode, encode and decode in eval mode, at each size
     assert timer.calls == [
@@ -178,12 +181,18 @@ def test_measure_model_skips_a_size_that_does_not_fit(monkeypatch):
 
     monkeypatch.setattr(timing, "_measure_size", planted)
     x = torch.rand(5, 1, 3, 4)
-    result = timing.measure_model(model, VAEObjective(), x, [4, 1024], lr=1e-2, min_run_time=0.001)
+    result = timing.measure_model(
+        model, VAEObjective(), x, [4, 1024], settings=StepSettings(lr=1e-2), min_run_time=0.001
+    )
     assert list(result.figures) == [4] and result.out_of_memory == [1024]
     with pytest.raises(RuntimeError, match="a bug"):
-        timing.measure_model(model, VAEObjective(), x, [4, 2048], lr=1e-2, min_run_time=0.001)
+        timing.measure_model(
+            model, VAEObjective(), x, [4, 2048], settings=StepSettings(lr=1e-2), min_run_time=0.001
+        )
     with pytest.raises(RuntimeError, match="out of memory"):  # the run's own batch must fit
-        timing.measure_model(model, VAEObjective(), x, [1024, 4], lr=1e-2, min_run_time=0.001)
+        timing.measure_model(
+            model, VAEObjective(), x, [1024, 4], settings=StepSettings(lr=1e-2), min_run_time=0.001
+        )
 
 
 def test_measure_reparam_kl_times_its_rows():
@@ -239,7 +248,12 @@ def test_a_kl_warm_up_objective_is_timed_at_a_real_step_number(monkeypatch):
     monkeypatch.setattr(timing, "peak_memory_mb", lambda fn, device: 0.0)
     warm_up = VAEObjective(kl_warmup_steps=10)
     result = timing.measure_model(
-        model, warm_up, torch.rand(5, 1, 3, 4), [4], lr=1e-2, min_run_time=0.1
+        model,
+        warm_up,
+        torch.rand(5, 1, 3, 4),
+        [4],
+        settings=StepSettings(lr=1e-2),
+        min_run_time=0.1,
     )
     assert list(result.figures) == [4]
 
@@ -282,7 +296,9 @@ def test_the_device_busy_share_is_measured_once_at_the_runs_own_batch(monkeypatc
     busy = []
     monkeypatch.setattr(timing, "device_busy_fraction", lambda fn, device: busy.append(1) or 0.5)
     x = torch.rand(5, 1, 3, 4)
-    result = timing.measure_model(model, VAEObjective(), x, [8, 4, 16], lr=1e-2, min_run_time=0.1)
+    result = timing.measure_model(
+        model, VAEObjective(), x, [8, 4, 16], settings=StepSettings(lr=1e-2), min_run_time=0.1
+    )
     assert busy == [1] and result.device_busy == 0.5
 
 
@@ -292,6 +308,12 @@ def test_an_fp16_row_is_timed_through_its_gradient_scaler():
     model = tiny_model()
     fp16 = Mode(precision="fp16")
     result = timing.measure_model(
-        model, VAEObjective(), torch.rand(5, 1, 3, 4), [4], lr=1e-2, min_run_time=0.01, mode=fp16
+        model,
+        VAEObjective(),
+        torch.rand(5, 1, 3, 4),
+        [4],
+        settings=StepSettings(lr=1e-2),
+        min_run_time=0.01,
+        mode=fp16,
     )
     assert result.figures[4]["train"].timing.samples_per_s > 0

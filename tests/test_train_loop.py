@@ -14,6 +14,7 @@ from torch import nn
 
 from tests.test_bookkeeping import Recorded
 from vaebench import train as train_module
+from vaebench.step import StepSettings
 from vaebench.train import batch_shapes, train, validate, watched_key
 
 
@@ -117,7 +118,7 @@ def test_missing_terms_read_as_nan_and_hooks_run_each_step():
         objective=Plain(),
         epochs=1,
         batch_size=4,
-        lr=0.1,
+        settings=StepSettings(lr=0.1),
         seed=0,
         batch_transform=transform,
         on_step=lambda: calls.append(1),
@@ -146,7 +147,7 @@ def test_divergence_names_the_step_and_stops_there():
         objective=DivergesAt(5),
         epochs=3,
         batch_size=4,
-        lr=0.1,
+        settings=StepSettings(lr=0.1),
         seed=0,
     )
     assert outcome.status == "diverged at step 5" and outcome.diverged
@@ -164,7 +165,7 @@ def test_each_seed_shuffles_its_own_way():
             objective=Recorded(),
             epochs=1,
             batch_size=1,
-            lr=0.0,
+            settings=StepSettings(lr=0.0),
             seed=seed,
             batch_transform=lambda xb, seen=seen: seen.append(int(xb.item())) or xb,
         )
@@ -204,7 +205,7 @@ def run_scripted(figures, *, epochs, patience, monkeypatch):
         objective=objective,
         epochs=epochs,
         batch_size=4,
-        lr=0.1,
+        settings=StepSettings(lr=0.1),
         seed=0,
         x_valid=squares(3),
         patience=patience,
@@ -245,7 +246,7 @@ def test_the_best_epochs_weights_are_restored(monkeypatch):
     monkeypatch.setattr(train_module, "validate", remember)
     model = nn.Linear(1, 1)
     outcome = train(
-        model, squares(8), objective=Regress(), epochs=3, batch_size=4, lr=0.1, seed=0,
+        model, squares(8), objective=Regress(), epochs=3, batch_size=4, settings=StepSettings(lr=0.1), seed=0,
         x_valid=squares(3),
     )  # fmt: skip
     assert outcome.best_epoch == 2
@@ -256,7 +257,13 @@ def test_the_best_epochs_weights_are_restored(monkeypatch):
 def test_sums_are_float64_so_large_losses_keep_their_digits():
     x = (1e8 + torch.arange(10, dtype=torch.float64)).view(10, 1)  # float32 holds 8 digits
     outcome = train(
-        nn.Linear(1, 1), x, objective=Recorded(), epochs=1, batch_size=3, lr=0.0, seed=0
+        nn.Linear(1, 1),
+        x,
+        objective=Recorded(),
+        epochs=1,
+        batch_size=3,
+        settings=StepSettings(lr=0.0),
+        seed=0,
     )
     assert outcome.history[0]["loss"] == 1e8 + 4.5
     assert outcome.history[0]["kl"] == 2 * (1e8 + 4.5)
@@ -270,14 +277,15 @@ def test_without_patience_training_never_stops_early(monkeypatch):
         lambda *a: {"valid_loss": 0.0, "valid_neg_elbo": objective.figures.pop(0)},
     )
     outcome = train(
-        nn.Linear(1, 1), squares(8), objective=objective, epochs=3, batch_size=4, lr=0.1,
+        nn.Linear(1, 1), squares(8), objective=objective, epochs=3, batch_size=4, settings=StepSettings(lr=0.1),
         seed=0, x_valid=squares(3),
     )  # fmt: skip
     assert outcome.epochs_run == 3 and not outcome.stopped_early and outcome.best_epoch == 1
 
 
 def test_a_compiled_mode_compiles_every_shape_the_loop_and_validation_will_see(monkeypatch):
-    from vaebench.modes import Mode, TrainStep
+    from vaebench.modes import Mode
+    from vaebench.step import TrainStep
 
     asked = []
 
@@ -290,13 +298,27 @@ def test_a_compiled_mode_compiles_every_shape_the_loop_and_validation_will_see(m
     sized = []
     monkeypatch.setattr(train_module, "decode_batch", lambda m, x: sized.append((m, x)) or 4)
     compiled = Mode(compile="default")
-    kwargs = {"objective": Plain(), "epochs": 1, "lr": 0.1, "seed": 0, "mode": compiled}
+    kwargs = {
+        "objective": Plain(),
+        "epochs": 1,
+        "settings": StepSettings(lr=0.1),
+        "seed": 0,
+        "mode": compiled,
+    }
     outcome = train(model, squares(10), batch_size=4, x_valid=x_valid, **kwargs)
     assert sized[0][0] is model and sized[0][1] is x_valid  # validation's batch, of this model
     assert asked == [([4, 2], [4, 2])] and outcome.compile_seconds == 1.25
     train(nn.Linear(1, 1), squares(10), batch_size=5, **kwargs)
     assert asked[1] == ([5, 5], [])
-    train(nn.Linear(1, 1), squares(10), batch_size=5, objective=Plain(), epochs=1, lr=0.1, seed=0)
+    train(
+        nn.Linear(1, 1),
+        squares(10),
+        batch_size=5,
+        objective=Plain(),
+        epochs=1,
+        settings=StepSettings(lr=0.1),
+        seed=0,
+    )
     assert len(asked) == 2  # eager: nothing to compile
 
 
@@ -314,7 +336,7 @@ def test_validation_sees_the_steps_taken_and_the_clock_is_wall_time():
     objective = StepsSeen()
     started = time.perf_counter()
     outcome = train(
-        nn.Linear(1, 1), squares(10), objective=objective, epochs=2, batch_size=4, lr=0.1,
+        nn.Linear(1, 1), squares(10), objective=objective, epochs=2, batch_size=4, settings=StepSettings(lr=0.1),
         seed=0, x_valid=squares(3),
     )  # fmt: skip
     assert objective.valid_steps == [3, 6]  # after 3 and 6 steps (the KL warm-up reads it)
@@ -331,6 +353,12 @@ def test_fp16_trains_through_a_gradient_scaler_for_the_datas_device():
     model = tiny_vae().train()
     fp16 = Mode(precision="fp16")
     x = torch.rand(8, 1, 3, 4)
-    kwargs = {"objective": VAEObjective(), "epochs": 1, "batch_size": 4, "lr": 1e-3, "seed": 0}
+    kwargs = {
+        "objective": VAEObjective(),
+        "epochs": 1,
+        "batch_size": 4,
+        "settings": StepSettings(lr=1e-3),
+        "seed": 0,
+    }
     outcome = train(model, x, mode=fp16, **kwargs)
     assert outcome.steps == 2 and outcome.status == "ok"

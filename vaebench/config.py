@@ -39,6 +39,7 @@ class Option:
     sweep: bool = True  # may be set in a sweep file
     aliases: tuple[str, ...] = ()  # further sweep-file keys
     internal: bool = False  # recorded in config.json, set by vaebench itself: no flag, no key
+    column: str | None = None  # the header of the result rows' setting column holding it
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -62,7 +63,7 @@ class RunConfig:
     dataset: str = option("digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files")
     dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256; files take -D layout=nhwc or nchw", flag="dataset-option", short="-D")
     valid_fraction: float = option(0.1, "share of the training split held out for validation when the data has no validation split", low=0, above=True, below=1)
-    binarize: str = option("none", "Bernoulli-sample data in [0, 1]: static (once), dynamic (each training batch afresh; validation and test once, fixed seed)", choices=BINARIZE)
+    binarize: str = option("none", "Bernoulli-sample data in [0, 1]: static (once), dynamic (each training batch afresh; validation and test once, fixed seed)", choices=BINARIZE, column="binarize")
     likelihood: str = option("auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian")
     likelihood_options: dict[str, Any] = option({}, "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)", flag="likelihood-option", short="-L")
     prior_options: dict[str, Any] = option({}, "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)", flag="prior-option", short="-P")
@@ -71,20 +72,21 @@ class RunConfig:
     corruption: float = option(0.3, "fraction of input values zeroed by dae", low=0, below=1)
     sparsity: float = option(0.05, "L1 weight on the code for sae", low=0)
     iwae_samples: int = option(5, "K of the iwae training objective", low=1)
-    latent_dim: int = option(16, "latent dimensions", low=1)
-    epochs: int = option(50, "most training epochs", low=1)
-    patience: int = option(0, "stop after this many epochs without a better validation -ELBO (loss for the AE family); 0: train every epoch. The best epoch's weights are kept either way", low=0)
-    batch_size: int = option(64, "training batch size", low=1)
-    lr: float = option(2e-3, "Adam learning rate", low=0, above=True)
+    latent_dim: int = option(16, "latent dimensions", low=1, column="latent")
+    epochs: int = option(50, "most training epochs", low=1, column="epochs")
+    patience: int = option(0, "stop after this many epochs without a better validation -ELBO (loss for the AE family); 0: train every epoch. The best epoch's weights are kept either way", low=0, column="patience")
+    batch_size: int = option(64, "training batch size", low=1, column="batch")
+    lr: float = option(2e-3, "Adam learning rate", low=0, above=True, column="lr")
+    grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this before each optimizer step (torch.nn.utils.clip_grad_norm_; fp16: after unscaling); 0: no clipping", low=0, column="grad clip")
     seed: int = option(0, "random seed", low=0)
     seeds: list[int] = option([], "run every model once per seed (a row each; tables show mean ± std, compare tests significance); replaces --seed", aliases=("seed_list",))
-    device: str = option("auto", "where to run", choices=DEVICES)
+    device: str = option("auto", "where to run", choices=DEVICES, column="device")
     kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
     precision: list[str] = option(["fp32"], "precisions to run each model in (a row each): fp32; bf16, fp16 (autocast, fp16 with a gradient scaler); tf32 (CUDA matmuls)", choices=PRECISIONS, aliases=("precisions",))
     compile: list[str] = option(["none"], "torch.compile modes to run each model in (a row each): the training step and the encode/decode calls; compile time is its own column", choices=COMPILE_MODES, aliases=("compile_modes",))
     cuda_graphs: bool = option(False, "capture each training step in a CUDA graph and replay it per batch (CUDA; --kl-warmup 0)")
     timing_batch_sizes: list[int] = option([], "batch sizes to time train/encode/decode at (a throughput and peak-memory curve per model); the training batch (at most 256) is always timed", low=1)
-    iw_samples: int = option(100, "K of the importance-weighted NLL", low=1)
+    iw_samples: int = option(100, "K of the importance-weighted NLL", low=1, column="K")
     timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
     track: list[str] = option([], "experiment trackers to tell about each model: mlflow, tensorboard (or a plugin's); the run's files stay the source of truth")
     tracking_uri: str | None = option(None, "MLflow tracking URI (default: the folder ./mlruns) or TensorBoard log folder (default: OUT/tensorboard)")
@@ -92,7 +94,7 @@ class RunConfig:
     overwrite: bool = option(False, "replace the run already in --out (its files are deleted first)", sweep=False)
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
     given: list[str] = option([], "the settings chosen by the user (flags or sweep keys), not by defaults or a task", internal=True)
-    protocol: str | None = option(None, "the task and version run, and which of its protocol settings were changed", internal=True)
+    protocol: str | None = option(None, "the task and version run, and which of its protocol settings were changed", internal=True, column="protocol")
     # fmt: on
 
     def modes(self) -> list[tuple[str, str]]:
@@ -124,6 +126,12 @@ def meta(name: str) -> Option:
 
 
 OPTIONS = tuple(name for name in FIELDS if not meta(name).internal)  # flags and sweep keys
+ROW_SETTINGS = tuple(name for name in FIELDS if meta(name).column)  # columns of every result row
+
+
+def row_settings(config: RunConfig) -> dict[str, Any]:
+    """The config's values that every result row records (the fields declaring a column)."""
+    return {name: getattr(config, name) for name in ROW_SETTINGS}
 
 
 def flag(name: str) -> str:

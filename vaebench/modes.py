@@ -19,10 +19,9 @@ from typing import Any
 import torch
 
 from vaebench.errors import ConfigError
-from vaebench.model import VAE, Objective
+from vaebench.model import VAE
 
 LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
-GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's recipe)
 SELF_GRAPHING = ("reduce-overhead", "max-autotune")  # compile modes that capture graphs themselves
 
 
@@ -105,11 +104,6 @@ def compile_options(mode: str) -> dict[str, Any]:
     return {} if mode == "default" else {"mode": mode}
 
 
-def optimizer_for(model: VAE, lr: float, mode: Mode) -> torch.optim.Adam:
-    # A captured step keeps Adam's step count on the device (capturable=True).
-    return torch.optim.Adam(model.parameters(), lr=lr, capturable=mode.cuda_graphs)
-
-
 @dataclass
 class Snapshot:
     """Every parameter and buffer (persistent or not) of a model, to put back in place."""
@@ -126,186 +120,6 @@ class Snapshot:
         with torch.no_grad():
             for name, t in [*model.named_parameters(), *model.named_buffers()]:
                 t.copy_(self.tensors[name])
-
-
-class TrainStep:
-    """One training step on a batch, in a mode: a gradient scaler for fp16, the objective
-    compiled (forward and, through AOT autograd, backward), or the whole step (forward,
-    backward, Adam) captured in a CUDA graph per batch shape.
-
-    ``forward`` and ``update`` are split so the loop can refuse a non-finite loss before it
-    reaches the weights; ``__call__`` does both (timing). Under CUDA graphs both happen in
-    ``forward`` (one replay), so a non-finite loss is seen after its step. The model must have
-    been through ``Mode.prepare``.
-    """
-
-    def __init__(
-        self,
-        model: VAE,
-        objective: Objective,
-        optimizer: torch.optim.Optimizer,
-        mode: Mode,
-        device: torch.device,
-    ) -> None:
-        self.model, self.objective, self.optimizer = model, objective, optimizer
-        self.mode, self.device = mode, device
-        self.scaler = torch.amp.GradScaler(device.type) if mode.precision == "fp16" else None
-        self.loss_fn: Callable[..., Any] = self._loss
-        if mode.compiled:
-            self.loss_fn = torch.compile(self._loss, **compile_options(mode.compile))
-        self.compile_seconds = 0.0
-        self._graphs: dict[tuple[int, ...], _GraphedStep] = {}
-
-    def _loss(self, x: torch.Tensor, step: int):
-        return self.objective.loss(self.model, x, step)
-
-    def forward(self, x: torch.Tensor, step: int):
-        if self.mode.cuda_graphs:
-            shape = tuple(x.shape)
-            if shape not in self._graphs:
-                self._graphs[shape] = _GraphedStep(self, x)
-            return self._graphs[shape].replay(x)
-        return self.loss_fn(x, step)
-
-    def backward_and_step(self, loss: torch.Tensor) -> None:
-        """Backward (scaled under fp16) and the optimizer's step (through the scaler)."""
-        if self.scaler is None:
-            loss.backward()
-            self.optimizer.step()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
-    def update(self, loss: torch.Tensor) -> None:
-        if self.mode.cuda_graphs:
-            return  # the replay already stepped
-        self.optimizer.zero_grad(set_to_none=True)
-        self.backward_and_step(loss)
-
-    def __call__(self, x: torch.Tensor, step: int = 0):
-        loss, terms = self.forward(x, step)
-        self.update(loss)
-        return loss, terms
-
-    def precompile(self, shapes: list[torch.Tensor], eval_shapes: list[torch.Tensor] = ()) -> float:
-        """Compile before training, outside the clock of every figure: for each batch shape
-        a forward and backward at steps 0 and 1 (an int that changes becomes dynamic: one
-        recompile, here), and each validation shape in eval mode without gradients. Leaves
-        no trace: forked RNG, gradients dropped, weights and buffers restored. Seconds."""
-        if not self.mode.compiled:
-            return 0.0
-        started = time.perf_counter()
-        snapshot = Snapshot.of(self.model)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            self.model.train()
-            for x in shapes:
-                for step in (0, 1):
-                    loss, _ = self.loss_fn(x, step)
-                    loss.backward()
-                    self.optimizer.zero_grad(set_to_none=True)
-            self.model.eval()
-            with torch.no_grad():
-                for x in eval_shapes:
-                    self.objective.loss(self.model, x, 1)
-            self.model.train()
-        snapshot.restore(self.model)
-        self.compile_seconds += time.perf_counter() - started
-        return self.compile_seconds
-
-
-@dataclass
-class _TrainingState:
-    """Adam's per-parameter state and the fp16 scaler's scale, to put back in place after
-    warm-up steps: what existed is copied back, what the warm-up created is zeroed (Adam as
-    if new: moments and step count 0), and the scale returns to its value or initial value."""
-
-    adam: dict[int, dict[str, torch.Tensor]]
-    scale: tuple[torch.Tensor, torch.Tensor] | None
-
-    @classmethod
-    def of(cls, step: TrainStep) -> _TrainingState:
-        adam = {
-            id(p): {k: v.clone() for k, v in state.items() if torch.is_tensor(v)}
-            for p, state in step.optimizer.state.items()
-        }
-        scaler = step.scaler
-        scale = None
-        if scaler is not None and scaler._scale is not None:
-            scale = (scaler._scale.clone(), scaler._growth_tracker.clone())
-        return cls(adam, scale)
-
-    def restore(self, step: TrainStep) -> None:
-        with torch.no_grad():
-            for p, state in step.optimizer.state.items():
-                before = self.adam.get(id(p), {})
-                for key, value in state.items():
-                    if torch.is_tensor(value):
-                        if key in before:
-                            value.copy_(before[key])
-                        else:
-                            value.zero_()
-            scaler = step.scaler
-            if scaler is not None and scaler._scale is not None:
-                if self.scale is None:
-                    scaler._scale.fill_(scaler._init_scale)
-                    scaler._growth_tracker.zero_()
-                else:
-                    scaler._scale.copy_(self.scale[0])
-                    scaler._growth_tracker.copy_(self.scale[1])
-
-
-class _GraphedStep:
-    """Forward, backward and Adam step captured once in a CUDA graph, replayed per batch.
-
-    The batch is copied into a static input; the loss and terms come back in static outputs.
-    Under fp16 the graph holds forward and scaled backward, and the scaler's step (its inf
-    check needs the host) follows each replay. Noise stays fresh: torch's generator and the
-    fused kernel's device-side key both advance at each replay. The warm-up steps before
-    capture leave no trace (weights, buffers, Adam's moments and step count, the scaler's
-    scale restored in place; RNG forked). The KL weight is frozen at capture
-    (``--kl-warmup 0``).
-    """
-
-    def __init__(self, step: TrainStep, example: torch.Tensor) -> None:
-        self.static_x = example.clone()
-        self.step = step
-        weights, state = Snapshot.of(step.model), _TrainingState.of(step)
-        side = torch.cuda.Stream(step.device)
-        side.wait_stream(torch.cuda.current_stream(step.device))
-        with torch.random.fork_rng(devices=[step.device]), torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP_STEPS):
-                step.optimizer.zero_grad(set_to_none=True)
-                self._captured()
-                self._eager_tail()
-        torch.cuda.current_stream(step.device).wait_stream(side)
-        weights.restore(step.model)
-        state.restore(step)
-        self.graph = torch.cuda.CUDAGraph()
-        step.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            self.loss, self.terms = self._captured()
-
-    def _captured(self):
-        """Forward and backward, and Adam's step unless fp16's scaler must take it."""
-        step = self.step
-        loss, terms = step.loss_fn(self.static_x, 0)
-        (loss if step.scaler is None else step.scaler.scale(loss)).backward()
-        if step.scaler is None:
-            step.optimizer.step()
-        return loss, terms
-
-    def _eager_tail(self) -> None:
-        if self.step.scaler is not None:
-            self.step.scaler.step(self.step.optimizer)
-            self.step.scaler.update()
-
-    def replay(self, x: torch.Tensor):
-        self.static_x.copy_(x)
-        self.graph.replay()
-        self._eager_tail()
-        return self.loss, self.terms
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:

@@ -18,7 +18,7 @@ import torch
 
 from vaebench import metrics
 from vaebench.checkpoints import REPORT_EXAMPLES, model_views, save_checkpoint
-from vaebench.config import RunConfig
+from vaebench.config import RunConfig, row_settings
 from vaebench.data import Dataset, binarized, load_path, sample_binary, with_validation
 from vaebench.errors import ConfigError, DataError
 from vaebench.formats import sha256_file
@@ -43,6 +43,7 @@ from vaebench.options import call_factory, check_option_keys
 from vaebench.registry import Registry
 from vaebench.resolve import is_path
 from vaebench.schema import columns_of, metric_columns, row_label, row_stem
+from vaebench.step import StepSettings
 from vaebench.timing import Timing, measure_model, measure_reparam_kl, out_of_memory
 from vaebench.tracking import ModelRecord, Trackers
 from vaebench.train import train, watched_key
@@ -367,18 +368,10 @@ def run_one(
         "dataset": context.dataset.name,
         "likelihood": context.likelihood,
         "family": "vae" if objective.variational else "ae",
-        "latent_dim": config.latent_dim,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
+        **row_settings(config),
         "seed": seed,
-        "device": config.device,
         "kernel_backend": context.kernel_backend,
-        "iw_samples": config.iw_samples,
-        "protocol": config.protocol,
-        "binarize": config.binarize,
         "layout": context.dataset.layout,
-        "patience": config.patience,
         **context.dataset.sizes(),
         "data_sha256": combined_digest(context.data_files),
     }
@@ -409,7 +402,7 @@ def run_one(
                 objective=objective,
                 epochs=config.epochs,
                 batch_size=config.batch_size,
-                lr=config.lr,
+                settings=StepSettings.of(config),
                 seed=seed,
                 x_valid=context.x_valid,
                 patience=config.patience,
@@ -560,7 +553,7 @@ def throughput(
         objective,
         context.x_train,
         [default, *curve],
-        lr=config.lr,
+        settings=StepSettings.of(config),
         min_run_time=config.timing_min_time,
         mode=mode,
     )

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vaebench.config import ROW_SETTINGS, flag, meta
+
 MISSING = "–"  # how an absent value reads in every table
 # What one row is; runs are joined on it. The mode keys (precision, compile) read as their
 # default in rows written before they existed, and labels name them only when not default.
@@ -90,6 +92,12 @@ class Column:
         return sorted(found, key=lambda c: _natural(c.key))
 
 
+# The run options every row records: declared once, with the option (``Option.column``).
+CONFIG_SETTINGS = tuple(
+    Column(name, meta(name).column, "setting", f"{meta(name).help} ({flag(name)})")
+    for name in ROW_SETTINGS
+)
+
 # One row per column, in CSV order; a table reads best as a table.
 # fmt: off
 COLUMNS: tuple[Column, ...] = (
@@ -100,23 +108,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("compile", "compile", "identity", "`none` or the torch.compile mode of the training step and encode/decode (--compile)"),
     Column("status", "status", "status", "`ok`, `diverged at step N` or `failed: <error>`"),
     Column("dataset", "dataset", "setting", "dataset name, file or task"),
-    Column("protocol", "protocol", "setting", "the task run (`name@version`) and the protocol settings changed from it, e.g. `static-mnist@1 (modified: epochs)`"),
     Column("likelihood", "likelihood", "setting", "observation model p(x|z)"),
     Column("family", "family", "setting", "`vae` (ELBO metrics apply) or `ae`"),
-    Column("latent_dim", "latent", "setting", "latent dimensions"),
-    Column("binarize", "binarize", "setting", "`none`, `static` (sampled once) or `dynamic` (each training batch afresh)"),
+    *CONFIG_SETTINGS,
     Column("layout", "layout", "setting", "how image arrays were read: `nchw` (as stored; grey images gain a channel), `nhwc` (converted) or `flat`"),
-    Column("epochs", "epochs", "setting", "most training epochs (--epochs)"),
-    Column("patience", "patience", "setting", "early-stopping patience in epochs; 0: every epoch runs"),
     Column("epochs_run", "epochs run", "setting", "epochs trained before stopping"),
     Column("best_epoch", "best epoch", "setting", "the epoch with the best validation figure, whose weights were evaluated"),
-    Column("batch_size", "batch", "setting", "training batch size"),
-    Column("lr", "lr", "setting", "Adam learning rate"),
     Column("seed", "seed", "setting", "random seed"),
-    Column("device", "device", "setting", "`cpu` or `cuda`"),
     Column("kernel_backend", "kernel", "setting", "reparameterization + KL backend in use"),
     Column("cuda_graphs", "CUDA graphs", "setting", "training steps captured in a CUDA graph and replayed (--cuda-graphs)"),
-    Column("iw_samples", "K", "setting", "importance samples K of `iw_nll`"),
     Column("n_train", "train examples", "setting", "training-split size"),
     Column("n_valid", "valid examples", "setting", "validation-split size (early stopping and the best epoch read it, nothing else)"),
     Column("n_test", "test examples", "setting", "test-split size (every quality metric reads this split)"),

@@ -16,15 +16,8 @@ from torch.utils import benchmark
 
 from vaebench.kernels import reparameterize_kl
 from vaebench.model import VAE, Objective
-from vaebench.modes import (
-    EAGER,
-    Mode,
-    Snapshot,
-    TrainStep,
-    device_busy_fraction,
-    optimizer_for,
-    peak_memory_mb,
-)
+from vaebench.modes import EAGER, Mode, Snapshot, device_busy_fraction, peak_memory_mb
+from vaebench.step import DEFAULTS, StepSettings, TrainStep, build_step
 
 WARMUP_CALLS = 3
 
@@ -123,11 +116,11 @@ def measure_model(
     x: torch.Tensor,
     batch_sizes: Sequence[int],
     *,
-    lr: float,
+    settings: StepSettings = DEFAULTS,
     min_run_time: float,
     mode: Mode = EAGER,
 ) -> ModelTimings:
-    """Training step (the mode's ``TrainStep``: forward, backward, Adam), encode and decode
+    """Training step (``build_step``: the step training takes), encode and decode
     throughput and peak memory at each batch size, examples drawn from ``x``.
 
     The training steps change the weights, so they are saved before and restored after:
@@ -138,7 +131,7 @@ def measure_model(
     snapshot = Snapshot.of(model)
     result = ModelTimings()
     try:
-        step = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
+        step = build_step(model, objective, settings, mode, device)
         for size in dict.fromkeys(batch_sizes):
             try:
                 _measure_size(result, model, step, x, size, min_run_time, batch_sizes[0])

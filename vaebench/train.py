@@ -1,4 +1,4 @@
-"""The training loop: Adam on the objective, validation after every epoch, early stopping on
+"""The training loop: the optimizer on the objective, validation after every epoch, early stopping on
 the validation split with the best epoch's weights restored, and a stop the step a model
 diverges. The test split never reaches this module.
 """
@@ -14,7 +14,8 @@ import torch
 
 from vaebench.metrics import decode_batch
 from vaebench.model import VAE, Objective
-from vaebench.modes import EAGER, Mode, TrainStep, optimizer_for
+from vaebench.modes import EAGER, Mode
+from vaebench.step import DEFAULTS, StepSettings, build_step
 
 HISTORY_KEYS = ("loss", "recon", "kl")
 VALID_SEED = 12345  # the same noise every epoch, so validation curves compare epochs, not draws
@@ -92,7 +93,7 @@ def train(
     objective: Objective,
     epochs: int,
     batch_size: int,
-    lr: float,
+    settings: StepSettings = DEFAULTS,
     seed: int,
     x_valid: torch.Tensor | None = None,
     patience: int = 0,
@@ -106,12 +107,13 @@ def train(
     the lowest validation figure (``watched_key``) are restored at the end, and ``patience``
     > 0 stops training after that many epochs without improvement. ``batch_transform`` maps
     each training batch before its step (dynamic binarization draws a fresh sample there).
+    ``settings`` build the optimizer and step (``vaebench.step``), the same step timing uses.
     A NaN or infinite loss stops with ``diverged at step N``. ``mode`` sets precision,
     compilation and CUDA graphs (``vaebench.modes``); compiling happens before the clock
     starts and is reported as ``compile_seconds``.
     """
     device = x_train.device
-    step_fn = TrainStep(model, objective, optimizer_for(model, lr, mode), mode, device)
+    step_fn = build_step(model, objective, settings, mode, device)
     n = x_train.shape[0]
     outcome = TrainOutcome()
     if mode.compiled:  # every batch shape the loop and validation will see, compiled now
