@@ -47,8 +47,8 @@ def vaebench_register_likelihoods(register):
 
 @hookimpl
 def vaebench_register_models(register):
-    register("vae", f"{P}.objectives:VAEObjective")
-    register("iwae", f"{P}.objectives:IWAEObjective")
+    register("vae", f"{P}.objectives:vae")
+    register("iwae", f"{P}.objectives:iwae")
     register("ae", f"{P}.objectives:autoencoder")
     register("dae", f"{P}.objectives:denoising_autoencoder")
     register("sae", f"{P}.objectives:sparse_autoencoder")

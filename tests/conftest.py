@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,24 +14,28 @@ os.environ.setdefault("VAEBENCH_CACHE", tempfile.mkdtemp(prefix="vaebench-test-c
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from tests.helpers import REPO, Result, cli, write_amat
 from vaebench.registry import Registry
 
-REPO = Path(__file__).resolve().parents[1]
-# `vaebench run` arguments for a run of a few seconds: small synthetic data, 2 epochs.
-FAST_CLI = (
-    "--dataset",
-    "synthetic",
-    "-D",
-    "n_train=64",
-    "-D",
-    "n_test=16",
-    "--epochs",
-    "2",
-    "--iw-samples",
-    "4",
-    "--timing-min-time",
-    "0.01",
-)
+__all__ = ["REPO"]  # tests/test_docs.py still imports it from here: import it from tests.helpers
+
+
+@pytest.fixture
+def vaebench_cli(capsys, monkeypatch):
+    """``vaebench_cli(*args, env=..., cwd=...)``: the CLI run in this process (``helpers.cli``).
+
+    ``env`` sets environment variables and ``cwd`` the working directory, for that call only.
+    """
+
+    def call(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+        with monkeypatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            if cwd is not None:
+                patch.chdir(cwd)
+            return cli(capsys, *args)
+
+    return call
 
 
 @pytest.fixture
@@ -50,44 +51,10 @@ def _seed() -> None:
     torch.manual_seed(1234)
 
 
-def write_distribution(
-    root: Path, dist: str, version: str, module: str, source: str, entry_points: dict[str, str]
-) -> Path:
-    """A minimal installed distribution: a module and a ``.dist-info`` with real entry points.
-
-    ``importlib.metadata`` finds it once ``root`` is on ``sys.path``, exactly as it would
-    find a pip-installed plugin.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[vaebench]\n{lines}\n")
-    return root
-
-
-def run_cli(
-    *args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "vaebench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def static_mnist_root(tmp_path):
     """A data root holding static MNIST's three .amat files: 60/20/30 random binary images."""
     import numpy as np
-
-    from tests.test_formats import write_amat
 
     root = tmp_path / "data"
     folder = root / "binarized_mnist"

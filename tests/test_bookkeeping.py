@@ -11,22 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import Recorded
 from vaebench import io, metrics
 from vaebench.config import RunConfig
 from vaebench.resolve import resolve_config
 from vaebench.runner import run
 from vaebench.step import StepSettings
 from vaebench.train import train
-
-
-class Recorded:
-    """An objective whose per-example values are known: loss = mean of the inputs' sums."""
-
-    variational = True
-
-    def loss(self, model, x, step):
-        value = x.flatten(1).sum(1) + 0 * sum(p.sum() for p in model.parameters())
-        return value.mean(), {"recon": value, "kl": 2 * value}
 
 
 def test_every_batch_takes_one_step_and_epoch_means_weight_the_short_batch(monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST_CLI as FAST
-from tests.conftest import run_cli
+from tests.helpers import FAST_CLI as FAST
+from tests.helpers import run_cli
 from vaebench.cli import main
 
 
@@ -60,7 +60,22 @@ def test_default_out_dir_is_under_runs(tmp_path):
             ["--likelihood", "categorical", "-L", "bins=1", "--dataset", "synthetic"],
             "bins must be >= 2",
         ),
-        (["--corruption", "1.5"], "--corruption: must be < 1, got 1.5"),
+        (
+            ["--model", "dae", "--corruption", "1.5"],
+            "-M: model 'dae' rejected {'corruption': 1.5}: corruption must be < 1, got 1.5",
+        ),
+        (
+            ["-M", "componets=5"],
+            "-M componets: not an option of model 'vae'; accepted: beta, kl_warmup",
+        ),
+        (
+            ["--model", "ae,vae", "-M", "beta=-1"],
+            "-M: model 'vae' rejected {'beta': -1}: beta must be >= 0, got -1",
+        ),
+        (
+            ["--model", "iwae", "--iwae-samples", "2.5"],
+            "iwae_samples must be a whole number, got 2.5",
+        ),
         (["-P", "components"], "--prior-option: expected KEY=VALUE"),
     ],
 )

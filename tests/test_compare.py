@@ -11,7 +11,7 @@ import math
 import pandas as pd
 import pytest
 
-from tests.test_seeds import planted_run, rows_for
+from tests.helpers import planted_run, rows_for
 from vaebench.compare import compare_runs, load_rows, parse_fraction
 from vaebench.errors import VaebenchError
 from vaebench.seeds import difference

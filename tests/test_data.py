@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli, write_idx
 from vaebench.data import Dataset, load_path, read_idx
 from vaebench.errors import DataError
 from vaebench.plugins.datasets import digits, synthetic
@@ -17,18 +14,6 @@ from vaebench.plugins.datasets import digits, synthetic
 
 def is_binary(dataset) -> bool:
     return all(((x == 0) | (x == 1)).all() for x in (dataset.x_train, dataset.x_test))
-
-
-def write_idx(path, array: np.ndarray, *, compress: bool = False) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    payload = header + array.astype(np.uint8).tobytes()
-    if compress:
-        with gzip.open(path, "wb") as handle:
-            handle.write(payload)
-    else:
-        path.write_bytes(payload)
 
 
 def test_digits_fixed_split_with_labels():

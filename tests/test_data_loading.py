@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_data import write_idx
+from tests.helpers import write_idx
 from vaebench import data
 from vaebench.data import Dataset, deterministic_split, load_path, to_images, to_labels
 from vaebench.errors import DataError

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from tests.helpers import write_amat
 from vaebench.errors import DataError
 from vaebench.formats import read_amat, read_cifar10_bin, read_omniglot_mat, sha256_file, to_nchw
 
@@ -22,12 +23,6 @@ def asymmetric_binary(n: int, side: int = 28, seed: int = 0) -> np.ndarray:
     images[:, 0, side - 1] = 1
     images[:, side - 1, 0] = 0
     return images
-
-
-def write_amat(path, images: np.ndarray) -> None:
-    """As the original: row-major pixels, single spaces, every line ending in a newline."""
-    lines = [" ".join(str(int(v)) for v in image.ravel()) + "\n" for image in images]
-    path.write_text("".join(lines))
 
 
 def amat_line(values) -> bytes:

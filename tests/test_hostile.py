@@ -1,9 +1,22 @@
-"""Hostile input: every case runs the real CLI in a subprocess and checks the same things.
+"""Hostile input: every case runs the real CLI and checks the same things.
 
 An error case asserts the exit code; a stderr of exactly one non-empty line that starts with
 ``vaebench: error: `` (``vaebench: warning: `` where the contract says so) and names the
 culprit (flag, key, file or field); no ``Traceback`` on stdout or stderr; and that no file
 that existed before the command was changed or lost (sha256 snapshots of the folders involved).
+
+Where: most cases call the CLI's entry function, ``vaebench.cli.main(argv)``, in this process
+(the ``vaebench_cli`` fixture: its exit code, stdout and stderr, warnings included; the
+environment and working directory set for the call). Five stay true subprocesses
+(``python -m vaebench``), for what only a fresh process shows:
+
+- ``TestSignals`` (3): SIGKILL of a sweep's parent and its workers, SIGINT / SIGTERM of a run;
+- ``TestMisbehavingPlugins`` ``exit-at-import`` (2, lenient and strict): a third-party
+  distribution found through its entry point on ``PYTHONPATH`` by a fresh interpreter, whose
+  module calls ``sys.exit`` as it is imported.
+
+(``--help`` start-up without torch and a plugin that trains end to end from a subprocess are
+tested in ``test_schema_config.py`` and ``test_registry.py``.)
 
 Classes, cases (67 in all; the command each one runs):
 
@@ -23,15 +36,16 @@ Classes, cases (67 in all; the command each one runs):
   --resume re-runs only the unfinished cell; SIGINT / SIGTERM during a run -> 130 / 143.
 
 Per command: run 33, sweep 13, report 9, compare 6, plugins 6 (the shared finished run that
-the report, compare and data-loss cases copy is made once per module).
+the report, compare and data-loss cases copy is made once per module, in-process).
 
 Two slow cells are made slow on purpose and on demand: the ``sleepy`` model (a test plugin
 installed through a real entry point) waits in its loss while a flag file exists, so the
 signal tests interrupt a run whose first model is finished and whose second is training,
 and a killed sweep's unfinished cell finishes at once on --resume once the flag is removed.
 
-Cases that might allocate a lot run under an address-space limit (RLIMIT_AS), with a short
-subprocess timeout: an attempt at a terabyte allocation fails fast instead of taking the machine.
+Cases that might allocate a lot run under an address-space limit (RLIMIT_AS: this process's
+address space plus 16 GiB, lifted afterwards) and a 60 s alarm: an attempt at a terabyte
+allocation fails fast instead of taking the machine.
 """
 
 from __future__ import annotations
@@ -51,20 +65,26 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import FAST_CLI, run_cli, write_distribution
+from tests.helpers import FAST_CLI, run_cli, write_distribution
+from vaebench.cli import main
 
 ERROR = "vaebench: error: "
 WARNING = "vaebench: warning: "
 # FAST_CLI without the synthetic dataset, for runs on a data file.
 FAST_FILE_CLI = ("--epochs", "2", "--iw-samples", "4", "--timing-min-time", "0.01")
-MEMORY_CAP = 16 * 2**30  # address space of the subprocesses that might try a huge allocation
+MEMORY_CAP = 16 * 2**30  # address space a case that might try a huge allocation may add
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+# What a command gave: a ``subprocess.CompletedProcess`` or the in-process ``helpers.Result``
+# (returncode, stdout, stderr either way).
+Done = Any
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -88,15 +108,15 @@ def assert_kept(before: dict[str, str], root: Path) -> None:
     assert not lost and not changed, f"{root}: lost {lost}, changed {changed}"
 
 
-def show(done: subprocess.CompletedProcess) -> str:
+def show(done: Done) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout[-1500:]}\n--- stderr\n{done.stderr[-3000:]}"
 
 
-def assert_no_traceback(done: subprocess.CompletedProcess) -> None:
+def assert_no_traceback(done: Done) -> None:
     assert "Traceback" not in done.stdout + done.stderr, show(done)
 
 
-def one_line(done: subprocess.CompletedProcess, prefix: str) -> str:
+def one_line(done: Done, prefix: str) -> str:
     """The single non-empty stderr line, which must start with ``prefix``."""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one stderr line, got {len(lines)}\n{show(done)}"
@@ -112,7 +132,7 @@ def assert_names(line: str, *needles: str | tuple[str, ...]) -> None:
 
 
 def assert_refused(
-    done: subprocess.CompletedProcess,
+    done: Done,
     *needles: str | tuple[str, ...],
     code: int = 2,
     prefix: str = ERROR,
@@ -124,39 +144,68 @@ def assert_refused(
     return line
 
 
-def run_limited(
-    *args: str, timeout: float = 60, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """``run_cli`` with a short timeout and an address-space cap (no terabyte allocation)."""
+class TookTooLong(BaseException):
+    """Raised by the alarm: a BaseException, so no ``except Exception`` on the way swallows it."""
 
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
+@contextlib.contextmanager
+def limited(timeout: float = 60):
+    """At most ``MEMORY_CAP`` more address space (RLIMIT_AS) and ``timeout`` seconds.
+
+    A terabyte allocation fails at once instead of taking the machine, and a case that hangs
+    fails (SIGALRM) instead of hanging the suite; both are lifted on the way out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    used = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmSize:")
+    )
+    cap = used + MEMORY_CAP if hard == resource.RLIM_INFINITY else min(hard, used + MEMORY_CAP)
+
+    def alarm(signum, frame):
+        raise TookTooLong
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    started = time.monotonic()
     try:
-        return subprocess.run(
-            [sys.executable, "-m", "vaebench", *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **(env_extra or {})},
-            timeout=timeout,
-            preexec_fn=cap,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"vaebench {' '.join(args)} did not finish within {timeout} s")
+        yield
+    except TookTooLong:
+        pytest.fail(f"did not finish within {timeout} s")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert time.monotonic() - started < timeout, f"did not finish within {timeout} s"
+
+
+@pytest.fixture
+def cli_limited(vaebench_cli):
+    """``vaebench_cli`` under ``limited``: for cases that might allocate a lot or hang."""
+
+    def call(*args: str, timeout: float = 60, **kwargs) -> Done:
+        with limited(timeout):
+            return vaebench_cli(*args, **kwargs)
+
+    return call
+
+
+STRICT = "VAEBENCH_STRICT_PLUGINS"
 
 
 def with_path(root: Path) -> dict[str, str]:
     """Environment that puts ``root`` (a folder of fake installed distributions) on sys.path."""
     paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {"PYTHONPATH": os.pathsep.join(paths), "VAEBENCH_STRICT_PLUGINS": ""}
+    return {"PYTHONPATH": os.pathsep.join(paths), STRICT: ""}
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """One finished run (mlp, synthetic, 2 epochs); tests copy it, never touch it."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    done = run_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
-    assert done.returncode == 0, show(done)
+    assert main(["run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet"]) == 0
     return out
 
 
@@ -173,7 +222,7 @@ def run_copy(finished_run: Path, tmp_path: Path) -> Path:
 @pytest.mark.slow
 class TestDataLoss:
     @pytest.mark.parametrize("holds", ["finished-run", "config-only", "results-only"])
-    def test_out_holding_a_run_is_refused(self, finished_run, tmp_path, holds):
+    def test_out_holding_a_run_is_refused(self, finished_run, tmp_path, holds, vaebench_cli):
         out = tmp_path / "old"
         if holds == "finished-run":
             shutil.copytree(finished_run, out)
@@ -182,14 +231,14 @@ class TestDataLoss:
             name = "config.json" if holds == "config-only" else "results.json"
             shutil.copy(finished_run / name, out / name)
         before = snapshot(out)
-        done = run_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
+        done = vaebench_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
         assert_refused(done, str(out), "--overwrite", "--out")
         assert_kept(before, out)
 
-    def test_overwrite_clears_the_old_run(self, run_copy):
+    def test_overwrite_clears_the_old_run(self, run_copy, vaebench_cli):
         planted = run_copy / "checkpoints" / "old.pt"
         planted.write_bytes(b"the old run's checkpoint")
-        done = run_cli(
+        done = vaebench_cli(
             "run", "--plugins", "mlp", *FAST_CLI, "--seed", "1", "--out", str(run_copy),
             "--overwrite", "--quiet",
         )  # fmt: skip
@@ -200,10 +249,10 @@ class TestDataLoss:
         assert [(r["plugin"], r["status"], r["seed"]) for r in rows] == [("mlp", "ok", 1)]
         assert json.loads((run_copy / "config.json").read_text())["seed"] == 1
 
-    def test_existing_empty_folder_is_fine(self, tmp_path):
+    def test_existing_empty_folder_is_fine(self, tmp_path, vaebench_cli):
         out = tmp_path / "empty"
         out.mkdir()
-        done = run_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
+        done = vaebench_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
         assert_no_traceback(done)
         assert done.returncode == 0, show(done)
         assert (out / "results.json").is_file() and (out / "results.csv").is_file()
@@ -217,7 +266,7 @@ class TestDataLoss:
             pytest.param(("--dataset", "MISSING"), id="missing-data-file"),
         ],
     )
-    def test_refused_overwrite_leaves_the_finished_run(self, run_copy, tmp_path, bad):
+    def test_refused_overwrite_leaves_the_finished_run(self, run_copy, tmp_path, bad, vaebench_cli):
         culprit = {"--epochs": "--epochs", "--plugins": "nosuch", "--prior": "componets"}
         if bad[0] == "--dataset":
             missing = tmp_path / "missing.npz"
@@ -225,7 +274,7 @@ class TestDataLoss:
         else:
             args, needle = (*FAST_CLI, *bad), culprit[bad[0]]
         before = snapshot(run_copy)
-        done = run_cli(
+        done = vaebench_cli(
             "run", "--plugins", "mlp", *args, "--out", str(run_copy), "--overwrite", "--quiet"
         )
         assert_refused(done, needle)
@@ -247,73 +296,73 @@ timing_min_time = 0.01
 
 
 class TestPaths:
-    def test_run_out_is_a_regular_file(self, tmp_path):
+    def test_run_out_is_a_regular_file(self, tmp_path, vaebench_cli):
         target = tmp_path / "notes.txt"
         target.write_text("precious\n")
-        done = run_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(target), "--quiet")
+        done = vaebench_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(target), "--quiet")
         assert_refused(done, str(target))
         assert target.read_text() == "precious\n"
 
-    def test_run_out_under_a_regular_file(self, tmp_path):
+    def test_run_out_under_a_regular_file(self, tmp_path, vaebench_cli):
         target = tmp_path / "notes.txt"
         target.write_text("precious\n")
         out = target / "run"
-        done = run_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
+        done = vaebench_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
         assert_refused(done, str(target))
         assert target.read_text() == "precious\n"
 
     @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-    def test_run_out_under_a_read_only_folder(self, tmp_path):
+    def test_run_out_under_a_read_only_folder(self, tmp_path, vaebench_cli):
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o555)
         try:
             out = locked / "run"
-            done = run_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
+            done = vaebench_cli("run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet")
             assert_refused(done, str(locked))
             assert not out.exists()
         finally:
             locked.chmod(0o755)
 
-    def test_sweep_out_is_a_regular_file(self, tmp_path):
+    def test_sweep_out_is_a_regular_file(self, tmp_path, vaebench_cli):
         sweep = tmp_path / "sweep.toml"
         sweep.write_text(SMALL_SWEEP)
         target = tmp_path / "out.txt"
         target.write_text("precious\n")
         before = snapshot(tmp_path)
-        done = run_cli("sweep", str(sweep), "--out", str(target), "--quiet")
+        done = vaebench_cli("sweep", str(sweep), "--out", str(target), "--quiet")
         assert_refused(done, str(target))
         assert_kept(before, tmp_path)
 
-    def test_report_output_is_a_folder(self, run_copy, tmp_path):
+    def test_report_output_is_a_folder(self, run_copy, tmp_path, vaebench_cli):
         target = tmp_path / "reports"
         target.mkdir()
         (target / "keep.txt").write_text("precious\n")
         before_run, before_out = snapshot(run_copy), snapshot(target)
-        done = run_cli("report", str(run_copy), "-o", str(target))
+        done = vaebench_cli("report", str(run_copy), "-o", str(target))
         assert_refused(done, str(target))
         assert_kept(before_run, run_copy)
         assert_kept(before_out, target)
 
-    def test_report_output_under_a_regular_file(self, run_copy, tmp_path):
+    def test_report_output_under_a_regular_file(self, run_copy, tmp_path, vaebench_cli):
         blocker = tmp_path / "some_file"
         blocker.write_text("precious\n")
         before = snapshot(run_copy)
-        done = run_cli("report", str(run_copy), "-o", str(blocker / "report.html"))
+        done = vaebench_cli("report", str(run_copy), "-o", str(blocker / "report.html"))
         assert_refused(done, str(blocker))
         assert blocker.read_text() == "precious\n"
         assert_kept(before, run_copy)
 
     @pytest.mark.slow
     @pytest.mark.parametrize("where", ["is-a-file", "under-a-file"])
-    def test_unusable_cache_warns_and_the_run_succeeds(self, tmp_path, where):
+    def test_unusable_cache_warns_and_the_run_succeeds(self, tmp_path, where, vaebench_cli):
         blocker = tmp_path / "cache-file"
         blocker.write_text("not a folder\n")
         cache = blocker if where == "is-a-file" else blocker / "vaebench"
         out = tmp_path / "run"
-        done = run_cli(
+        done = vaebench_cli(
             "run", "--plugins", "mlp", *FAST_CLI, "--out", str(out), "--quiet",
-            env_extra={"VAEBENCH_CACHE": str(cache)},
+            env={"VAEBENCH_CACHE": str(cache)},
         )  # fmt: skip
         assert_refused(done, str(cache), code=0, prefix=WARNING)
         assert blocker.read_text() == "not a folder\n"
@@ -340,12 +389,12 @@ SWEEP_CASES = [
 
 class TestSweepFile:
     @pytest.mark.parametrize(("content", "key"), SWEEP_CASES)
-    def test_bad_sweep_file_is_one_line(self, tmp_path, content, key):
+    def test_bad_sweep_file_is_one_line(self, tmp_path, content, key, vaebench_cli):
         path = tmp_path / "sweep.toml"
         if content is not None:
             path.write_bytes(content)
         before = snapshot(tmp_path)
-        done = run_cli("sweep", str(path), "--dry-run", cwd=tmp_path)
+        done = vaebench_cli("sweep", str(path), "--dry-run", cwd=tmp_path)
         assert_refused(done, key or str(path))
         assert snapshot(tmp_path) == before, "a dry run wrote files"
 
@@ -379,9 +428,11 @@ class TestUnreadOptions:
             ),
         ],
     )
-    def test_option_is_refused_before_training(self, tmp_path, extra, needles):
+    def test_option_is_refused_before_training(self, tmp_path, extra, needles, vaebench_cli):
         out = tmp_path / "run"
-        done = run_cli("run", "--plugins", "mlp", *FAST_CLI, *extra, "--out", str(out), "--quiet")
+        done = vaebench_cli(
+            "run", "--plugins", "mlp", *FAST_CLI, *extra, "--out", str(out), "--quiet"
+        )
         assert_refused(done, *needles)
         assert not out.exists(), "a refused run created its run folder"
 
@@ -481,11 +532,11 @@ LYING_FILES = [
 
 class TestLyingFiles:
     @pytest.mark.parametrize("kind", LYING_FILES)
-    def test_lying_file_is_refused_quickly(self, tmp_path, kind):
+    def test_lying_file_is_refused_quickly(self, tmp_path, kind, cli_limited):
         data, culprit = make_lying_file(kind, tmp_path)
         before = snapshot(data)
         started = time.monotonic()
-        done = run_limited(
+        done = cli_limited(
             "run", "--plugins", "mlp", *FAST_FILE_CLI, "--dataset", str(data), "--device", "cpu",
             "--out", str(tmp_path / "run"), "--quiet",
         )  # fmt: skip
@@ -494,12 +545,12 @@ class TestLyingFiles:
         assert_kept(before, data)
 
     @pytest.mark.slow
-    def test_one_train_and_one_test_example(self, tmp_path):
+    def test_one_train_and_one_test_example(self, tmp_path, cli_limited):
         data = tmp_path / "tiny.npz"
         np.savez(
             data, x_train=_images(1), x_test=_images(1), y_train=np.array([0]), y_test=np.array([0])
         )
-        done = run_limited(
+        done = cli_limited(
             "run", "--plugins", "mlp", *FAST_FILE_CLI, "--dataset", str(data), "--device", "cpu",
             "--out", str(tmp_path / "run"), "--quiet", timeout=120,
         )  # fmt: skip
@@ -513,9 +564,9 @@ class TestLyingFiles:
 
 
 class TestSizes:
-    def test_huge_latent_dim(self, tmp_path):
+    def test_huge_latent_dim(self, tmp_path, cli_limited):
         out = tmp_path / "run"
-        done = run_limited(
+        done = cli_limited(
             "run", "--plugins", "mlp", *FAST_CLI, "--latent-dim", "1000000000",
             "--device", "cpu", "--out", str(out), "--quiet",
         )  # fmt: skip
@@ -526,8 +577,8 @@ class TestSizes:
         else:  # the model failed alone, with a status saying why
             assert "memory" in one_line(done, "vaebench: ").lower(), show(done)
 
-    def test_huge_synthetic_dataset(self, tmp_path):
-        done = run_limited(
+    def test_huge_synthetic_dataset(self, tmp_path, cli_limited):
+        done = cli_limited(
             "run", "--plugins", "mlp", *FAST_CLI, "-D", "n_train=1000000000000",
             "--device", "cpu", "--out", str(tmp_path / "run"), "--quiet",
         )  # fmt: skip
@@ -559,7 +610,9 @@ ROGUE_PLUGINS = {
 class TestMisbehavingPlugins:
     @pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict"])
     @pytest.mark.parametrize("behaviour", list(ROGUE_PLUGINS))
-    def test_plugin_that_exits_or_raises_baseexception(self, tmp_path, behaviour, strict):
+    def test_plugin_that_exits_or_raises_baseexception(
+        self, tmp_path, behaviour, strict, vaebench_cli, monkeypatch
+    ):
         module = "vaebench_rogue_" + behaviour.replace("-", "_")
         root = write_distribution(
             tmp_path / "site", "vaebench-rogue", "6.6.6", module, ROGUE_PLUGINS[behaviour],
@@ -568,7 +621,14 @@ class TestMisbehavingPlugins:
         env = with_path(root)
         if strict:
             env["VAEBENCH_STRICT_PLUGINS"] = "1"
-        done = run_cli("plugins", env_extra=env)
+        if behaviour == "exit-at-import":  # a fresh interpreter finds it through PYTHONPATH
+            done = run_cli("plugins", env_extra=env)
+        else:  # this process finds it on sys.path, and forgets the module afterwards
+            monkeypatch.syspath_prepend(str(root))
+            try:
+                done = vaebench_cli("plugins", env={"VAEBENCH_STRICT_PLUGINS": env[STRICT]})
+            finally:
+                sys.modules.pop(module, None)
         if strict:
             assert_refused(done, "vaebench-rogue")
             return
@@ -597,26 +657,26 @@ def _static_mnist(root: Path) -> Path:
 class TestProtocolInput:
     """--task, --data-root, -D layout, --binarize and hold-outs given nonsense."""
 
-    def test_task_data_root_without_the_files(self, tmp_path):
+    def test_task_data_root_without_the_files(self, tmp_path, cli_limited):
         (tmp_path / "unrelated.txt").write_text("keep me")
         before = snapshot(tmp_path)
-        done = run_limited("run", "--task", "static-mnist", "--data-root", str(tmp_path), "-q")
+        done = cli_limited("run", "--task", "static-mnist", "--data-root", str(tmp_path), "-q")
         assert_refused(done, "binarized_mnist_train.amat", "larocheh", "never downloads")
         assert_kept(before, tmp_path)
 
-    def test_task_data_root_is_a_file(self, tmp_path):
+    def test_task_data_root_is_a_file(self, tmp_path, cli_limited):
         root = tmp_path / "root.txt"
         root.write_text("not a folder")
-        done = run_limited("run", "--task", "omniglot", "--data-root", str(root), "-q")
+        done = cli_limited("run", "--task", "omniglot", "--data-root", str(root), "-q")
         assert_refused(done, "chardata.mat", str(root))
 
-    def test_task_file_with_a_broken_line(self, tmp_path):
+    def test_task_file_with_a_broken_line(self, tmp_path, cli_limited):
         _static_mnist(tmp_path)
         bad = tmp_path / "binarized_mnist_valid.amat"
         lines = bad.read_text().splitlines()
         lines[2] = lines[2][:-2]  # 783 values
         bad.write_text("\n".join(lines) + "\n")
-        done = run_limited(
+        done = cli_limited(
             "run", "--task", "static-mnist", "--data-root", str(tmp_path), *FAST_FILE_CLI,
             "--out", str(tmp_path / "run"), "-q",
         )  # fmt: skip
@@ -634,8 +694,8 @@ class TestProtocolInput:
             (["--binarize", "sometimes"], "--binarize"),
         ],
     )
-    def test_bad_protocol_flags(self, tmp_path, args, needle):
-        done = run_limited("run", *args, "--data-root", str(tmp_path), "-q")
+    def test_bad_protocol_flags(self, tmp_path, args, needle, cli_limited):
+        done = cli_limited("run", *args, "--data-root", str(tmp_path), "-q")
         assert_refused(done, needle)
 
     @pytest.mark.parametrize(
@@ -647,7 +707,7 @@ class TestProtocolInput:
             ("two", [], "cannot hold out"),
         ],
     )
-    def test_bad_data_for_the_protocol(self, tmp_path, kind, args, needle):
+    def test_bad_data_for_the_protocol(self, tmp_path, kind, args, needle, cli_limited):
         data = tmp_path / f"{kind}.npz"
         rng = np.random.default_rng(0)
         if kind == "rgb":
@@ -657,7 +717,7 @@ class TestProtocolInput:
         else:
             np.savez(data, x_train=rng.random((2, 5)), x_test=rng.random((4, 5)))
         before = snapshot(tmp_path)
-        done = run_limited(
+        done = cli_limited(
             "run", "--dataset", str(data), *args, *FAST_FILE_CLI,
             "--out", str(tmp_path / "run"), "-q",
         )  # fmt: skip
@@ -688,10 +748,10 @@ class TestProtocolInput:
         ],
         ids=["not-a-list", "missing-fields", "unknown-metric", "text-value"],
     )
-    def test_report_on_a_run_with_a_damaged_task_file(self, run_copy, task):
+    def test_report_on_a_run_with_a_damaged_task_file(self, run_copy, task, vaebench_cli):
         (run_copy / "task.json").write_text(json.dumps(task))
         before = snapshot(run_copy)
-        done = run_cli("report", str(run_copy))
+        done = vaebench_cli("report", str(run_copy))
         assert_refused(done, str(run_copy / "task.json"))
         assert_kept(before, run_copy)
 
@@ -765,11 +825,11 @@ def _section(markdown: str, heading: str) -> str:
 @pytest.mark.slow
 class TestDamagedFolders:
     @pytest.mark.parametrize("damage", list(DAMAGES))
-    def test_report_on_a_damaged_file(self, run_copy, damage):
+    def test_report_on_a_damaged_file(self, run_copy, damage, vaebench_cli):
         spoil, filename, field = DAMAGES[damage]
         spoil(run_copy)
         before = snapshot(run_copy)
-        done = run_cli("report", str(run_copy))
+        done = vaebench_cli("report", str(run_copy))
         assert_no_traceback(done)
         if damage == "iw-nll-is-text" and done.returncode == 0:  # shown as missing: fine
             quality = _section((run_copy / "report.md").read_text(), "Quality")
@@ -778,23 +838,25 @@ class TestDamagedFolders:
             assert_refused(done, str(run_copy / filename), *([field] if field else []))
         assert_kept(before, run_copy)
 
-    def test_report_on_a_plugin_name_with_mathtext(self, run_copy):
+    def test_report_on_a_plugin_name_with_mathtext(self, run_copy, vaebench_cli):
         _rename_plugin(run_copy)
         before = snapshot(run_copy)
-        done = run_cli("report", str(run_copy))
+        done = vaebench_cli("report", str(run_copy))
         assert_no_traceback(done)
         assert done.returncode == 0, show(done)
         assert MATHTEXT in (run_copy / "report.html").read_text()
         assert_kept(before, run_copy)
 
     @pytest.mark.parametrize("damage", list(DAMAGES))
-    def test_compare_with_a_damaged_file(self, finished_run, run_copy, tmp_path, damage):
+    def test_compare_with_a_damaged_file(
+        self, finished_run, run_copy, tmp_path, damage, vaebench_cli
+    ):
         base = tmp_path / "base"
         shutil.copytree(finished_run, base)
         spoil, filename, _field = DAMAGES[damage]
         spoil(run_copy)
         before_base, before_new = snapshot(base), snapshot(run_copy)
-        done = run_cli("compare", str(base), str(run_copy))
+        done = vaebench_cli("compare", str(base), str(run_copy))
         assert_refused(done, str(run_copy / filename))
         assert_kept(before_base, base)
         assert_kept(before_new, run_copy)

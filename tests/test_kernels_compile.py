@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 triton = pytest.importorskip("triton")
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"

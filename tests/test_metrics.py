@@ -9,27 +9,14 @@ import pytest
 import torch
 from torch import distributions as D
 
+from tests.helpers import TINY_LATENT, TINY_SHAPE, tiny_vae
 from vaebench import metrics
 from vaebench.model import VAE
 from vaebench.plugins.likelihoods import Bernoulli, Categorical, Gaussian
-from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.plugins.priors import StandardNormalPrior
 
-SHAPE = (1, 3, 4)
+SHAPE, LATENT = TINY_SHAPE, TINY_LATENT  # tiny_vae's
 VALUES = math.prod(SHAPE)  # decoder outputs per example
-LATENT = 5
-
-
-def tiny_vae(likelihood=None) -> VAE:
-    model = VAE(
-        MLPEncoder(SHAPE, LATENT, hidden=16),
-        MLPDecoder(SHAPE, LATENT, hidden=16),
-        StandardNormalPrior(LATENT),
-        likelihood or Bernoulli(SHAPE),
-        latent_dim=LATENT,
-        kernel_backend="torch",
-    )
-    return model.eval()
 
 
 def data(n: int = 23) -> torch.Tensor:

@@ -107,6 +107,7 @@ def test_compiled_rows_report_compile_time_apart_and_match_eager(registry, tmp_p
     assert row_label(compiled) == "vae:mlp/normal [compile=default]"
 
 
+@pytest.mark.slow
 def test_training_does_not_compile_inside_the_clock(registry):
     """Precompiling covers the full and the short last batch, the KL warm-up's changing step
     and the validation batches (eval mode, no gradients): the loop never compiles."""
@@ -117,7 +118,7 @@ def test_training_does_not_compile_inside_the_clock(registry):
     mode = Mode(compile="default")
     model = mode.prepare(build_model(registry, spec))
     x = torch.rand(40, 1, 4, 4)
-    objective = registry.get("model", "vae").factory(kl_warmup_steps=4)
+    objective = registry.get("model", "vae").factory(kl_warmup=4)
     compiled = []
 
     def frames() -> int:
@@ -227,7 +228,7 @@ def test_cuda_only_modes_are_config_errors_on_the_cpu(registry, tmp_path):
         with pytest.raises(ConfigError, match=message):
             resolve_config(small_config(tmp_path, device="cpu", **overrides), registry)
     with pytest.raises(ConfigError, match="freezes the KL weight"):
-        check_modes(RunConfig(cuda_graphs=True, kl_warmup=2), "cuda")
+        check_modes(RunConfig(cuda_graphs=True, model_options={"kl_warmup": 2}), "cuda")
     if torch.cuda.is_available():
         check_modes(RunConfig(cuda_graphs=True, precision=["bf16", "fp16"]), "cuda")  # allowed
         with pytest.raises(ConfigError, match="captures CUDA graphs itself"):
@@ -285,7 +286,7 @@ def test_a_sweep_from_before_the_modes_still_reads_and_aggregates(tmp_path):
     fp32 eager on resume and re-aggregation, and its report keeps the model names."""
     import shutil
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
     from vaebench.io import read_rows
     from vaebench.present.sweep_report import _read
 

@@ -10,6 +10,7 @@ import torch
 
 from vaebench.config import RunConfig
 from vaebench.model import ModelSpec, build_model
+from vaebench.options import call_factory
 from vaebench.plugins.objectives import AutoEncoderObjective, IWAEObjective, VAEObjective
 from vaebench.resolve import resolve_config
 from vaebench.runner import run
@@ -39,9 +40,8 @@ def test_every_combination_trains_a_few_steps(registry, objective, prior, likeli
     )
     x = data()
     model = build_model(registry, spec, kernel_backend="torch", examples=x[:10])
-    obj = registry.get("model", objective).factory(
-        beta=1.0, kl_warmup_steps=2, corruption=0.3, sparsity=0.05, iwae_samples=3
-    )
+    options = {"beta": 1.0, "kl_warmup": 2, "corruption": 0.3, "sparsity": 0.05, "iwae_samples": 3}
+    obj = call_factory(registry.get("model", objective), options=options, flag="-M")
     before = [p.detach().clone() for p in model.parameters()]
     outcome = train(
         model, x, objective=obj, epochs=2, batch_size=16, settings=StepSettings(lr=1e-3), seed=0
@@ -127,3 +127,52 @@ def test_run_with_both_families_follows_the_prior_rule(registry, tmp_path):
     ):
         assert frame[column].notna().all(), column
     assert (frame["status"] == "ok").all()
+
+
+def test_a_tasks_suggested_objective_options_merge_with_the_users(registry, tmp_path):
+    """static-mnist suggests -M kl_warmup=100: the user's -M keys join it, an objective that
+    does not declare it drops it, and a key the user gives that no objective takes stops."""
+    from vaebench.errors import ConfigError
+    from vaebench.resolve import resolve_config
+
+    def resolved(**settings):
+        config = RunConfig(task="static-mnist", data_root=str(tmp_path), **settings)
+        return resolve_config(config, registry).model_options
+
+    assert resolved() == {"kl_warmup": 100}
+    assert resolved(model_options={"beta": 2.0}, given=["model_options"]) == {
+        "kl_warmup": 100,
+        "beta": 2.0,
+    }
+    given = {"model_options": {"kl_warmup": 5}, "given": ["model_options"]}
+    assert resolved(**given) == {"kl_warmup": 5}
+    assert resolved(models=["ae"]) == {}
+    with pytest.raises(ConfigError, match="-M kl_warmup: not an option of model 'ae'"):
+        resolved(models=["ae"], **given)
+
+
+def test_familiar_flags_and_sweep_keys_are_aliases_of_model_options(registry, tmp_path):
+    import argparse
+
+    from vaebench.config import add_run_flags, from_args
+    from vaebench.sweep import expand, load_sweep
+
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser)
+    args = parser.parse_args(["--beta", "0.5", "-M", "kl_warmup=3", "--iwae-samples", "7"])
+    config = from_args(args)
+    assert config.model_options == {"kl_warmup": 3, "beta": 0.5, "iwae_samples": 7}
+    assert "model_options" in config.given
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        "[fixed]\nepochs = 1\nmodel = \"vae,iwae\"\nkl_warmup = 2\nmodel_options = { iwae_samples = 3 }\n"
+        "[axes]\nbeta = [0.5, 2.0]\n"
+    )
+    cells = expand(load_sweep(sweep), registry)
+    assert [c.axes for c in cells] == [{"beta": 0.5}, {"beta": 2.0}]
+    assert cells[1].settings["model_options"] == {"kl_warmup": 2, "iwae_samples": 3, "beta": 2.0}
+    sweep.write_text("[fixed]\nbeta = 1.0\n[axes]\nbeta = [0.5, 2.0]\n")
+    from vaebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'beta' is both fixed and an axis"):
+        load_sweep(sweep)

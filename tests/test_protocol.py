@@ -19,6 +19,7 @@ import scipy.io
 import torch
 from torch import nn
 
+from tests.helpers import write_idx
 from vaebench import runner
 from vaebench.cli import main
 from vaebench.config import DATA_ENV, RunConfig
@@ -246,12 +247,6 @@ def test_npz_validation_arrays_and_channels_last_images(tmp_path):
 # --- tasks: files in their published formats ------------------------------------------------
 
 
-def write_idx(path, array: np.ndarray) -> None:
-    """IDX as published: magic 0 0 type ndim, big-endian dimensions, then the bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def write_cifar_batches(folder, per_batch: int, test: int) -> np.ndarray:
     """CIFAR-10 binary records: a label byte, then the R, G and B planes row by row."""
     folder.mkdir(parents=True)
@@ -341,9 +336,30 @@ def test_the_omniglot_task_reads_chardata_mat(registry, tmp_path):
     assert torch.allclose(data.x_train[:, 0].double(), torch.from_numpy(images[:5]), atol=1e-6)
 
 
+def test_the_cifar10_task_reads_its_batches_and_holds_out_the_last_5000(registry, tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    train_images = write_cifar_batches(folder, per_batch=1_001, test=6)
+    assert train_images.shape[0] == 5_005
+    test_records = np.frombuffer((folder / "test_batch.bin").read_bytes(), np.uint8)
+    test_records = test_records.reshape(6, 1 + 3 * 32 * 32)
+    config = resolve_config(RunConfig(task="cifar10", data_root=str(tmp_path)), registry)
+    assert (config.likelihood, config.plugins) == ("dlogistic", ["conv"])
+    data = load_dataset(config, registry)
+    assert data.sizes() == {"n_train": 5, "n_valid": 5_000, "n_test": 6}
+    assert data.name == "cifar10" and len(data.files) == 6
+    # Channels first, R, G, B planes row by row, scaled by 255; the hold-out is the last
+    # 5000 training images in file order, and labels follow their images.
+    scaled = torch.from_numpy(train_images / 255).float()
+    assert data.x_train.shape == (5, 3, 32, 32)
+    assert torch.equal(data.x_train, scaled[:5]) and torch.equal(data.x_valid, scaled[5:])
+    test_images = test_records[:, 1:].reshape(6, 3, 32, 32)
+    assert torch.equal(data.x_test, torch.from_numpy(test_images / 255).float())
+    assert data.y_test.tolist() == test_records[:, 0].tolist()
+
+
 @pytest.mark.slow
 def test_the_cifar10_task_trains_a_conv_vae_under_the_logistic_mixture(tmp_path):
-    train_images = write_cifar_batches(tmp_path / "cifar-10-batches-bin", per_batch=1_001, test=6)
+    write_cifar_batches(tmp_path / "cifar-10-batches-bin", per_batch=1_001, test=6)
     out = tmp_path / "run"
     args = ["run", "--task", "cifar10", "--data-root", str(tmp_path), "--epochs", "1"]
     args += ["--iw-samples", "2", "--latent-dim", "4", "-L", "mixtures=2"]
@@ -354,7 +370,6 @@ def test_the_cifar10_task_trains_a_conv_vae_under_the_logistic_mixture(tmp_path)
     assert row["protocol"] == "cifar10@1 (modified: epochs, iw_samples, likelihood_options)"
     assert row["bpd"] == pytest.approx(row["iw_nll"] / (3072 * np.log(2)))
     assert 0 < row["bpd"] < 9  # 8-bit data: a uniform model is 8 bits/dim
-    assert train_images.shape[0] == 5_005
 
 
 # --- task errors: one line, exit 2 ----------------------------------------------------------

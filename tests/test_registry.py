@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import vaebench
-from tests.conftest import FAST_CLI, run_cli, write_distribution
+from tests.helpers import FAST_CLI, run_cli, write_distribution
 from vaebench.errors import ConfigError, PluginError
 from vaebench.registry import Owner, Registry
 

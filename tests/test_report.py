@@ -12,7 +12,7 @@ import matplotlib.image
 import pytest
 
 import vaebench
-from tests.test_runner import NaNAfter
+from tests.helpers import NaNAfter
 from vaebench.cli import main
 from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder

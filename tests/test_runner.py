@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import vaebench
+from tests.helpers import NaNAfter
 from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.registry import Owner, Registry
@@ -25,25 +26,6 @@ FAST = {
     "iw_samples": 8,
     "timing_min_time": 0.01,
 }
-
-
-class NaNAfter(nn.Module):
-    """An encoder that starts returning NaN at its ``after``-th training call."""
-
-    def __init__(self, input_shape, latent_dim, after: int = 3):
-        super().__init__()
-        self.inner = nn.Sequential(
-            nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 2 * latent_dim)
-        )
-        self.calls, self.after = 0, after
-
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-        mu, logvar = self.inner(x).chunk(2, dim=-1)
-        if self.calls >= self.after:
-            mu = mu * float("nan")
-        return mu, logvar
 
 
 class TestPlugins:

@@ -70,23 +70,26 @@ def test_quality_deltas_are_this_row_minus_its_reference():
 
 
 class Context:
-    """What ``objective_options`` reads of a run context."""
+    """What ``objective`` reads of a run context."""
 
-    objective_options = runner.RunContext.objective_options
+    objective = runner.RunContext.objective
 
-    def __init__(self, config: RunConfig, steps: int) -> None:
-        self.config, self.steps_per_epoch = config, steps
+    def __init__(self, config: RunConfig, steps: int, registry) -> None:
+        self.config, self.steps_per_epoch, self.registry = config, steps, registry
 
 
-def test_objective_options_turn_warmup_epochs_into_steps():
-    config = RunConfig(beta=0.5, kl_warmup=3, corruption=0.2, sparsity=0.01, iwae_samples=7)
-    assert Context(config, steps=11).objective_options() == {
-        "beta": 0.5,
-        "kl_warmup_steps": 33,
-        "corruption": 0.2,
-        "sparsity": 0.01,
-        "iwae_samples": 7,
-    }
+def test_objective_options_reach_each_objective_and_warmup_epochs_become_steps(registry):
+    options = {"beta": 0.5, "kl_warmup": 3, "corruption": 0.2, "sparsity": 0.01, "iwae_samples": 7}
+    context = Context(RunConfig(model_options=options), 11, registry)
+    vae = context.objective("vae")
+    assert (vae.beta, vae.warmup) == (0.5, 33)
+    assert context.objective("iwae").samples == 7
+    assert context.objective("dae").corruption == 0.2
+    assert context.objective("sae").sparsity == 0.01
+    assert context.objective("ae").corruption == 0 and context.objective("ae").sparsity == 0
+    defaults = Context(RunConfig(), 11, registry)
+    assert (defaults.objective("vae").beta, defaults.objective("vae").warmup) == (1.0, 0)
+    assert defaults.objective("dae").corruption == 0.3 and defaults.objective("iwae").samples == 5
 
 
 def test_data_that_does_not_fit_in_memory_is_named(monkeypatch, registry):

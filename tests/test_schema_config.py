@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import FAST_CLI, REPO, run_cli
+from tests.helpers import FAST_CLI, REPO, run_cli
 from vaebench import docs
 from vaebench.cli import main
 from vaebench.config import RunConfig, check, checked, from_text, sweep_keys
@@ -70,7 +70,7 @@ def test_missing_values_and_labels_read_the_same_everywhere():
         ("seed", -3, "seed: must be >= 0, got -3"),
         ("timing_min_time", math.inf, "timing_min_time: must be a finite number, got inf"),
         ("lr", 0, "lr: must be > 0, got 0"),
-        ("corruption", 1.0, "corruption: must be < 1, got 1.0"),
+        ("corruption", [1], "corruption: expected a table of KEY = number or text"),
         ("device", "tpu", "device: 'tpu' is not one of: auto, cpu, cuda"),
         ("plugins", [], "plugins: needs at least one name"),
         ("plugins", [1], "plugins: expected a name, a comma list or a list of names"),

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.conftest import FAST_CLI, REPO
+from tests.helpers import FAST_CLI, REPO, planted_run, rows_for
 from vaebench.cli import main
 from vaebench.config import RunConfig, from_text
-from vaebench.io import write_results
 from vaebench.schema import COLUMNS, MISSING
 from vaebench.seeds import difference, mean_std, several_seeds, summary_rows
 
@@ -113,34 +112,6 @@ def test_summary_rows_by_hand():
 def test_several_seeds_means_two_seeds_of_one_model():
     assert not several_seeds(modal(rows_for({"mlp": [1.0], "conv": [2.0]})))
     assert several_seeds(modal(rows_for({"mlp": [1.0], "conv": [2.0, 3.0]})))
-
-
-def rows_for(values: dict[str, list[float]], *, speed: list[float] | None = None) -> list[dict]:
-    rows = []
-    for plugin, nlls in values.items():
-        for seed, nll in enumerate(nlls):
-            rows.append(
-                {
-                    "model": "vae",
-                    "plugin": plugin,
-                    "prior": "normal",
-                    "status": "ok",
-                    "seed": seed,
-                    "dataset": "digits",
-                    "likelihood": "bernoulli",
-                    "iw_samples": 100,
-                    "iw_nll": nll,
-                    "train_samples_per_s": 1000.0 if speed is None else speed[seed],
-                }
-            )
-    return rows
-
-
-def planted_run(tmp_path, name: str, rows: list[dict]):
-    folder = tmp_path / name
-    folder.mkdir()
-    write_results(folder, rows)
-    return folder
 
 
 def test_the_gate_fires_for_a_real_regression_and_not_for_seed_noise(tmp_path, capsys):

@@ -171,7 +171,6 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch, cap
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.slow
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -194,6 +193,7 @@ def ray_cli(*args: str, cwd: Path | None = None) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_ray_cluster_needs_no_shared_folder(tmp_path, monkeypatch):
     """A real two-node cluster: a head that runs nothing (0 CPUs) and a worker node started
     separately in its own folder. The cells run on the worker, are never told where the sweep

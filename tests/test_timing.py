@@ -126,7 +126,7 @@ def test_out_of_memory_is_recognised_by_type_or_message(exc, expected):
 
 
 def tiny_model():
-    from tests.test_metrics import tiny_vae
+    from tests.helpers import tiny_vae
 
     return tiny_vae().train()
 

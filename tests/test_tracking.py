@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.conftest import FAST_CLI, run_cli
+from tests.helpers import FAST_CLI, run_cli
 from vaebench import hookimpl
 from vaebench.config import RunConfig
 from vaebench.errors import ConfigError

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.test_bookkeeping import Recorded
+from tests.helpers import Recorded
 from vaebench import train as train_module
 from vaebench.step import StepSettings
 from vaebench.train import batch_shapes, train, validate, watched_key
@@ -346,7 +346,7 @@ def test_validation_sees_the_steps_taken_and_the_clock_is_wall_time():
 def test_fp16_trains_through_a_gradient_scaler_for_the_datas_device():
     """fp16 steps go through a GradScaler made for the training data's device (autocast and
     the scaler run on the CPU too): a step built without the device fails on its first update."""
-    from tests.test_metrics import tiny_vae
+    from tests.helpers import tiny_vae
     from vaebench.modes import Mode
     from vaebench.plugins.objectives import VAEObjective
 

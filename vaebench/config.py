@@ -40,6 +40,7 @@ class Option:
     aliases: tuple[str, ...] = ()  # further sweep-file keys
     internal: bool = False  # recorded in config.json, set by vaebench itself: no flag, no key
     column: str | None = None  # the header of the result rows' setting column holding it
+    keys: tuple[tuple[str, str], ...] = ()  # KEY=VALUE options that also have --KEY and a sweep key
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -66,12 +67,8 @@ class RunConfig:
     binarize: str = option("none", "Bernoulli-sample data in [0, 1]: static (once), dynamic (each training batch afresh; validation and test once, fixed seed)", choices=BINARIZE, column="binarize")
     likelihood: str = option("auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian")
     likelihood_options: dict[str, Any] = option({}, "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)", flag="likelihood-option", short="-L")
+    model_options: dict[str, Any] = option({}, "option of an objective, e.g. -M beta=4 (vae), -M iwae_samples=10 (iwae); each objective declares its own (vaebench plugins)", flag="model-option", short="-M", keys=(("beta", "KL weight (vae)"), ("kl_warmup", "epochs of linear KL warm-up (vae)"), ("iwae_samples", "K of the iwae training bound"), ("corruption", "fraction of input values zeroed (dae)"), ("sparsity", "L1 weight on the code (sae)")))
     prior_options: dict[str, Any] = option({}, "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)", flag="prior-option", short="-P")
-    beta: float = option(1.0, "KL weight of the vae objective", low=0)
-    kl_warmup: int = option(0, "epochs of linear KL warm-up for vae", low=0)
-    corruption: float = option(0.3, "fraction of input values zeroed by dae", low=0, below=1)
-    sparsity: float = option(0.05, "L1 weight on the code for sae", low=0)
-    iwae_samples: int = option(5, "K of the iwae training objective", low=1)
     latent_dim: int = option(16, "latent dimensions", low=1, column="latent")
     epochs: int = option(50, "most training epochs", low=1, column="epochs")
     patience: int = option(0, "stop after this many epochs without a better validation -ELBO (loss for the AE family); 0: train every epoch. The best epoch's weights are kept either way", low=0, column="patience")
@@ -84,7 +81,7 @@ class RunConfig:
     kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
     precision: list[str] = option(["fp32"], "precisions to run each model in (a row each): fp32; bf16, fp16 (autocast, fp16 with a gradient scaler); tf32 (CUDA matmuls)", choices=PRECISIONS, aliases=("precisions",))
     compile: list[str] = option(["none"], "torch.compile modes to run each model in (a row each): the training step and the encode/decode calls; compile time is its own column", choices=COMPILE_MODES, aliases=("compile_modes",))
-    cuda_graphs: bool = option(False, "capture each training step in a CUDA graph and replay it per batch (CUDA; --kl-warmup 0)")
+    cuda_graphs: bool = option(False, "capture each training step in a CUDA graph and replay it per batch (CUDA; no -M kl_warmup)")
     timing_batch_sizes: list[int] = option([], "batch sizes to time train/encode/decode at (a throughput and peak-memory curve per model); the training batch (at most 256) is always timed", low=1)
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1, column="K")
     timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
@@ -138,6 +135,12 @@ def flag(name: str) -> str:
     return "--" + (meta(name).flag or name.replace("_", "-"))
 
 
+def key_aliases() -> dict[str, tuple[str, str, str]]:
+    """``--beta``-style flags and sweep keys: alias -> (field, option key, help), for the
+    options of a ``KEY=VALUE`` field that users know by their own names."""
+    return {key: (name, key, text) for name in OPTIONS for key, text in meta(name).keys}
+
+
 def sweep_keys() -> dict[str, str]:
     """Every key a sweep file may use (field, flag and alias spellings) -> field name."""
     keys = {}
@@ -150,9 +153,17 @@ def sweep_keys() -> dict[str, str]:
 
 def checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Sweep-file keys to field names and values to checked values; ConfigError names the key."""
-    accepted = sweep_keys()
-    settings = {}
+    accepted, aliases = sweep_keys(), key_aliases()
+    settings: dict[str, Any] = {}
     for key, value in values.items():
+        if key.replace("-", "_") in aliases:
+            name, option_key, _ = aliases[key.replace("-", "_")]
+            try:
+                merged = check(name, {option_key: value})
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {key}: {exc}") from None
+            settings[name] = {**settings.get(name, {}), **merged}
+            continue
         name = accepted.get(key.replace("-", "_"))
         if name is None:
             raise ConfigError(
@@ -160,9 +171,10 @@ def checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
                 + ", ".join(sorted(set(accepted.values())))
             )
         try:
-            settings[name] = check(name, value)
+            value = check(name, value)
         except ValueError as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
+        settings[name] = {**settings.get(name, {}), **value} if isinstance(value, dict) else value
     return settings
 
 
@@ -281,6 +293,14 @@ def add_run_flags(parser) -> None:
         else:
             metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else None
             parser.add_argument(*names, dest=name, default=None, metavar=metavar, help=text)
+    for alias, (name, key, text) in key_aliases().items():
+        parser.add_argument(
+            "--" + alias.replace("_", "-"),
+            dest=f"{name}.{key}",
+            default=None,
+            metavar="VALUE",
+            help=f"{text}: the same as {meta(name).short} {key}=VALUE",
+        )
 
 
 def from_args(namespace: Any) -> RunConfig:
@@ -294,6 +314,10 @@ def from_args(namespace: Any) -> RunConfig:
             values[name] = from_text(name, raw)
         except ValueError as exc:
             raise ConfigError(f"{flag(name)}: {exc}") from None
+    for name, key, _ in key_aliases().values():
+        raw = getattr(namespace, f"{name}.{key}", None)
+        if raw is not None:
+            values[name] = {**values.get(name, {}), **parse_pairs([f"{key}={raw}"])}
     return RunConfig(**values, given=sorted(values))
 
 
@@ -334,4 +358,9 @@ def options_markdown() -> str:
         flags = ", ".join(f"`{n}`" for n in (flag(name), spec.short) if n)
         key = f"`{name}`" if spec.sweep else "–"
         lines.append(f"| {flags} | {key} | {accepts(name)} | {_default(name)} | {spec.help} |")
+        for alias, text in spec.keys:
+            same = f"the same as `{spec.short} {alias}=VALUE`"
+            lines.append(
+                f"| `--{alias.replace('_', '-')}` | `{alias}` | VALUE | – | {text}: {same} |"
+            )
     return "\n".join(lines)

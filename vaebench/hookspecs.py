@@ -94,8 +94,11 @@ def vaebench_register_likelihoods(register: Register) -> None:
 def vaebench_register_models(register: Register) -> None:
     """Register training objectives (``--model``): what the encoder and decoder are trained for.
 
-    ``factory(**options) -> objective``; ``options`` holds ``beta``, ``kl_warmup_steps``,
-    ``corruption``, ``sparsity`` and ``iwae_samples`` (accept ``**options``). The objective has
+    ``factory(**options) -> objective``: the factory's keyword parameters are the objective's
+    options, set with ``-M KEY=VALUE`` (``--beta`` and friends are aliases), checked before
+    training (an unknown key stops the run; a ``ValueError`` names a bad value). A parameter
+    named ``steps_per_epoch`` receives the number of optimizer steps per epoch (warm-ups in
+    epochs become steps); ``**options`` accepts any key. The objective has
     ``variational: bool`` (True when q(z|x) is a distribution, so ELBO metrics apply) and
     ``loss(model, x, step) -> (scalar loss, {"recon": (B,), "kl": (B,) or absent})`` where
     ``model`` is a ``vaebench.model.VAE`` and ``step`` counts optimizer steps from 0. The

@@ -11,7 +11,13 @@ from typing import Any
 
 from vaebench.errors import ConfigError
 
-CONTEXT = ("seed", "input_shape", "encoder", "examples")  # passed by the core, not options
+CONTEXT = (
+    "seed",
+    "input_shape",
+    "encoder",
+    "examples",
+    "steps_per_epoch",
+)  # passed by the core, not options
 
 
 def option_names(component: Any, positional: int) -> list[str] | None:

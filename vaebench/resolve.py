@@ -13,10 +13,11 @@ import dataclasses
 import datetime as _dt
 import os
 from pathlib import Path
+from typing import Any
 
 from vaebench.config import DATA_ENV, RunConfig
 from vaebench.errors import ConfigError
-from vaebench.options import check_option_keys
+from vaebench.options import call_factory, check_option_keys, option_names
 from vaebench.registry import Registry
 
 
@@ -27,8 +28,13 @@ def resolve_config(config: RunConfig, registry: Registry) -> RunConfig:
     if config.task is not None:
         from vaebench.tasks import get_task
 
+        own = config.model_options
         config = get_task(registry, config.task).apply(config)
-        config = dataclasses.replace(config, data_root=str(data_root(config)))
+        config = dataclasses.replace(
+            config,
+            data_root=str(data_root(config)),
+            model_options=objective_options_in_use(config, registry, keep=own),
+        )
     families = registry.families()
     for plugin in config.plugins:
         if plugin not in families:
@@ -65,17 +71,22 @@ def check_modes(config: RunConfig, device: str) -> None:
 
     from vaebench.modes import Mode
 
-    if config.cuda_graphs and config.kl_warmup:
+    if config.cuda_graphs and config.model_options.get("kl_warmup"):
         raise ConfigError(
-            "--cuda-graphs freezes the KL weight in the captured step; use --kl-warmup 0"
+            "--cuda-graphs freezes the KL weight in the captured step; drop -M kl_warmup"
         )
     for precision, compile_mode in config.modes():
         Mode(precision, compile_mode, config.cuda_graphs).check(torch.device(device))
 
 
 def check_component_options(config: RunConfig, registry: Registry) -> None:
-    """Every ``-D/-L/-P`` key is an option of a component this run uses (a sweep checks
-    each cell): a misspelled or misplaced key stops it before anything starts."""
+    """Every ``-D/-L/-P/-M`` key is an option of a component this run uses (a sweep checks
+    each cell): a misspelled or misplaced key stops it before anything starts. Objectives are
+    built once here too (they are cheap), so a bad ``-M`` value stops it as well."""
+    objectives = [registry.get("model", name) for name in config.models]
+    check_option_keys(objectives, config.model_options, "-M", 0)
+    for objective in objectives:
+        call_factory(objective, options=config.model_options, flag="-M", steps_per_epoch=1)
     priors = [registry.get("prior", name) for name in config.priors]
     check_option_keys(priors, config.prior_options, "-P", 1)
     if config.likelihood != "auto":  # "auto" is checked once the data has chosen it
@@ -85,6 +96,20 @@ def check_component_options(config: RunConfig, registry: Registry) -> None:
         check_option_keys(
             [registry.get("dataset", config.dataset)], config.dataset_options, "-D", 0
         )
+
+
+def objective_options_in_use(
+    config: RunConfig, registry: Registry, keep: dict[str, Any]
+) -> dict[str, Any]:
+    """A task's suggested objective options (``kl_warmup``) that no objective of this run
+    declares are dropped; the user's own ``-M`` keys are kept, and checked later."""
+    declared: set[str] = set()
+    for name in config.models:
+        names = option_names(registry.get("model", name), 0)
+        if names is None:
+            return dict(config.model_options)
+        declared.update(names)
+    return {k: v for k, v in config.model_options.items() if k in keep or k in declared}
 
 
 def is_path(spec: str, registry: Registry) -> bool:

@@ -208,15 +208,13 @@ class RunContext:
         """Several seeds: labels and file names carry the seed."""
         return len(self.config.seed_list()) > 1
 
-    def objective_options(self) -> dict[str, Any]:
-        config = self.config
-        return {
-            "beta": config.beta,
-            "kl_warmup_steps": config.kl_warmup * self.steps_per_epoch,
-            "corruption": config.corruption,
-            "sparsity": config.sparsity,
-            "iwae_samples": config.iwae_samples,
-        }
+    def objective(self, name: str) -> Objective:
+        """The objective ``name`` with its ``-M`` options (checked when the config resolved)."""
+        component = self.registry.get("model", name)
+        options = self.config.model_options
+        return call_factory(
+            component, options=options, flag="-M", steps_per_epoch=self.steps_per_epoch
+        )
 
     def grid(self):
         """(model name, objective, plugin, prior, mode) for every combination to run.
@@ -227,7 +225,7 @@ class RunContext:
         """
         config = self.config
         for name in config.models:
-            objective = self.registry.get("model", name).factory(**self.objective_options())
+            objective = self.objective(name)
             priors = config.priors if objective.variational else ["normal"]
             for plugin, prior in itertools.product(config.plugins, priors):
                 for precision, compile_mode in config.modes():

@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from vaebench.config import RunConfig, checked, sweep_keys
+from vaebench.config import RunConfig, checked, key_aliases, sweep_keys
 from vaebench.errors import ConfigError, VaebenchError
 from vaebench.io import atomic_write_bytes, atomic_write_text, read_json, read_rows, write_json
 from vaebench.registry import Registry
@@ -85,15 +85,20 @@ def load_sweep(path: Path) -> SweepSpec:
             raise ConfigError(f"{path}: [{table}] must be a table of settings")
     fixed = checked(data.get("fixed", {}), str(path))  # typed and bounded like the flags
     axes: dict[str, list[Any]] = {}
+    aliases = key_aliases()
     for key, values in data.get("axes", {}).items():
-        name = sweep_keys().get(key.replace("-", "_"))
+        alias = aliases.get(key.replace("-", "_"))
+        name = alias[0] if alias else sweep_keys().get(key.replace("-", "_"))
         if name is None:
             checked({key: None}, str(path))  # raises: unknown setting
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: axis '{key}' must be a non-empty list, got {values!r}")
-        if name in fixed:
+        if (alias[1] in fixed.get(name, {})) if alias else name in fixed:
             raise ConfigError(f"{path}: '{key}' is both fixed and an axis")
-        axes[name] = [checked({key: v}, str(path))[name] for v in values]
+        if alias:  # an option of a KEY=VALUE field (beta: -M beta=...): the axis keeps its name
+            axes[alias[1]] = [checked({key: v}, str(path))[name][alias[1]] for v in values]
+        else:
+            axes[name] = [checked({key: v}, str(path))[name] for v in values]
     return SweepSpec(str(path), fixed, axes)
 
 

@@ -99,6 +99,9 @@ class Task:
             raise ConfigError(f"--task {self.name} fixes its data and splits; drop {flag(name)}")
         settings = {**self.defaults, **self.protocol}
         chosen = {k: v for k, v in settings.items() if k not in config.given}
+        for key, value in settings.items():  # KEY=VALUE options: the user's keys win, per key
+            if key in config.given and isinstance(value, dict):
+                chosen[key] = {**value, **getattr(config, key)}
         modified = [
             k
             for k in sorted(config.given)
