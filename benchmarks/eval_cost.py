@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             registry,
         )
-        context, resolve_s = timed(lambda: resolve_config(RunContext, config, registry))
+        context, resolve_s = timed(lambda: RunContext.resolve(config, registry))
     spec = ModelSpec(args.plugin, "normal", "bernoulli", (1, 28, 28), 40, {}, {})
     torch.manual_seed(0)
     model = build_model(registry, spec)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=0,
         )
     )
-    _, rest_s = timed(lambda: evaluate(model, objective, context))
+    _, rest_s = timed(lambda: evaluate(model, objective, context, iw_samples=1, seed=0))
     model.eval()
     iw, iw_s = timed(lambda: metrics.iw_nll(model, context.x_test, args.samples))
     env = environment(config.device)

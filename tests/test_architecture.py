@@ -115,3 +115,46 @@ def test_no_lower_module_draws_a_report():
     for name in (f"vaebench.{module}" for module in lower):
         if name in graph:
             assert not {t for t in graph[name] if t.startswith("vaebench.present")}, name
+
+
+def test_component_kinds_come_from_the_hookspecs():
+    from vaebench import hookspecs
+    from vaebench.registry import KINDS
+
+    hooks = [name for name in vars(hookspecs) if name.startswith("vaebench_register_")]
+    assert list(KINDS.values()) == hooks
+    assert {"encoder", "decoder", "prior", "likelihood", "model", "dataset"} <= set(KINDS)
+
+
+def files_naming(identifier: str) -> set[str]:
+    """The modules of vaebench/ whose code uses ``identifier`` (an attribute, a name, a key)."""
+    found = set()
+    for name, path in modules().items():
+        if not name.startswith("vaebench.") or name.startswith(
+            ("vaebench.kernels", "vaebench.plugins")
+        ):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            text = (
+                getattr(node, "attr", None)
+                or getattr(node, "id", None)
+                or getattr(node, "arg", None)
+            )
+            if (isinstance(node, ast.Constant) and node.value == identifier) or text == identifier:
+                found.add(path.relative_to(REPO).as_posix())
+    return found
+
+
+def test_a_run_option_the_step_uses_touches_config_and_step_only():
+    """The worked example of docs/architecture.md: --grad-clip is a field in config.py and a
+    field read in step.py; its flag, sweep key, row column, docs row and check follow."""
+    assert files_naming("grad_clip") == {"vaebench/config.py", "vaebench/step.py"}
+    from vaebench.schema import column
+
+    assert column("grad_clip") is not None and column("grad_clip").group == "setting"
+
+
+def test_a_result_column_touches_the_schema_and_the_module_that_measures_it():
+    """elbo_gap is declared in schema.py and computed in evaluate.py; no other module
+    (runner, tables, report, sweep, compare) names it."""
+    assert files_naming("elbo_gap") == {"vaebench/schema.py", "vaebench/evaluate.py"}

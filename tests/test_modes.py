@@ -159,16 +159,16 @@ def test_low_precision_covers_the_networks_alone(registry):
 
 
 def test_metrics_of_a_bf16_row_run_in_fp32(registry, tmp_path, monkeypatch):
-    import vaebench.runner as runner
+    import vaebench.evaluate as evaluate
 
     seen = []
-    real = runner.sample_quality
+    real = evaluate.sample_quality
 
     def recording(*args, **kwargs):
         seen.append(torch.is_autocast_enabled("cpu"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "sample_quality", recording)
+    monkeypatch.setattr(evaluate, "sample_quality", recording)
     config = resolve_config(small_config(tmp_path, precision=["bf16"], epochs=1), registry)
     (row,) = run(config, registry)
     assert row["status"] == "ok" and seen == [False]

@@ -165,7 +165,7 @@ def test_familiar_flags_and_sweep_keys_are_aliases_of_model_options(registry, tm
     assert "model_options" in config.given
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(
-        "[fixed]\nepochs = 1\nmodel = \"vae,iwae\"\nkl_warmup = 2\nmodel_options = { iwae_samples = 3 }\n"
+        '[fixed]\nepochs = 1\nmodel = "vae,iwae"\nkl_warmup = 2\nmodel_options = { iwae_samples = 3 }\n'
         "[axes]\nbeta = [0.5, 2.0]\n"
     )
     cells = expand(load_sweep(sweep), registry)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaebench import runner
+from vaebench import loading, runner, timing
 from vaebench.config import RunConfig
 from vaebench.data import Dataset
 from vaebench.errors import ConfigError, DataError
@@ -46,14 +46,14 @@ def test_digests_name_each_file_by_its_bytes(tmp_path):
     a.write_bytes(b"alpha")
     b.write_bytes(b"beta")
     x = torch.rand(4, 2)
-    digests = runner.data_digests(Dataset("d", x, x, files=(str(b), str(a))))
+    digests = loading.data_digests(Dataset("d", x, x, files=(str(b), str(a))))
     assert digests == {
         str(b): hashlib.sha256(b"beta").hexdigest(),
         str(a): hashlib.sha256(b"alpha").hexdigest(),
     }
     text = f"a.npz {digests[str(a)]}\nb.npz {digests[str(b)]}\n"  # sorted by path, named
-    assert runner.combined_digest(digests) == hashlib.sha256(text.encode()).hexdigest()
-    assert runner.combined_digest({}) == ""
+    assert loading.combined_digest(digests) == hashlib.sha256(text.encode()).hexdigest()
+    assert loading.combined_digest({}) == ""
 
 
 def test_quality_deltas_are_this_row_minus_its_reference():
@@ -96,28 +96,28 @@ def test_data_that_does_not_fit_in_memory_is_named(monkeypatch, registry):
     def full(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(runner, "_load_dataset", full)
+    monkeypatch.setattr(loading, "_load_dataset", full)
     with pytest.raises(DataError) as caught:
-        runner.load_dataset(RunConfig(dataset="digits"), registry)
+        loading.load_dataset(RunConfig(dataset="digits"), registry)
     assert str(caught.value) == "digits: the data does not fit in memory"
     config = RunConfig(task="mnist-static", data_root="/data")
     with pytest.raises(DataError) as caught:
-        runner.load_dataset(config, registry)
+        loading.load_dataset(config, registry)
     assert str(caught.value) == "task mnist-static in /data: the data does not fit in memory"
 
 
 def test_a_dataset_plugin_must_return_a_dataset(registry, monkeypatch):
-    monkeypatch.setattr(runner, "call_factory", lambda *a, **k: [1, 2])
+    monkeypatch.setattr(loading, "call_factory", lambda *a, **k: [1, 2])
     with pytest.raises(DataError) as caught:
-        runner.named_dataset(RunConfig(dataset="digits"), registry)
+        loading.named_dataset(RunConfig(dataset="digits"), registry)
     assert str(caught.value) == "dataset 'digits' returned list, not vaebench.data.Dataset"
 
     def full(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(runner, "call_factory", full)
+    monkeypatch.setattr(loading, "call_factory", full)
     with pytest.raises(DataError) as caught:
-        runner.named_dataset(RunConfig(dataset="synthetic", dataset_options={"n": 9}), registry)
+        loading.named_dataset(RunConfig(dataset="synthetic", dataset_options={"n": 9}), registry)
     assert str(caught.value) == "dataset 'synthetic' with {'n': 9} does not fit in memory"
 
 
@@ -157,7 +157,7 @@ def test_a_dataset_factory_that_rejects_its_options_names_the_flag(registry, mon
     component = SimpleNamespace(kind="dataset", name="fussy", factory=fussy)
     monkeypatch.setattr(registry, "get", lambda kind, name: component)
     with pytest.raises(ConfigError) as caught:
-        runner.named_dataset(RunConfig(dataset="fussy", dataset_options={"size": 3}), registry)
+        loading.named_dataset(RunConfig(dataset="fussy", dataset_options={"size": 3}), registry)
     assert str(caught.value) == "-D: dataset 'fussy' rejected {'size': 3}: size must be even"
 
 
@@ -226,13 +226,13 @@ def test_real_valued_data_gets_a_gaussian_and_files_their_digest(tmp_path, regis
     assert row["likelihood"] == "gaussian" and row["status"] == "ok"
     environment = json.loads((tmp_path / "run" / "environment.json").read_text())
     assert environment["data_files"] == {str(path): hashlib.sha256(path.read_bytes()).hexdigest()}
-    assert row["data_sha256"] == runner.combined_digest(environment["data_files"])
+    assert row["data_sha256"] == loading.combined_digest(environment["data_files"])
 
 
 def test_data_file_options_reach_the_loader(tmp_path, registry):
     config = RunConfig(dataset=str(tmp_path / "x.npz"), dataset_options={"bogus": 1})
     with pytest.raises(DataError, match=r"^-D bogus: a data file accepts only layout"):
-        runner.load_dataset(config, registry)
+        loading.load_dataset(config, registry)
 
 
 def test_a_run_too_large_for_memory_is_one_line(tmp_path, registry, monkeypatch):
@@ -292,7 +292,6 @@ def test_likelihood_and_prior_options_are_tried_before_training(registry):
 
 
 def test_throughput_columns_from_the_timings(monkeypatch):
-    from types import SimpleNamespace
 
     from vaebench.timing import ModelTimings, PhaseFigure, Timing
 
@@ -305,10 +304,8 @@ def test_throughput_columns_from_the_timings(monkeypatch):
     timings = ModelTimings(
         figures={16: figures(16, 0.01), 64: figures(64, 0.02)}, out_of_memory=[512, 1024]
     )
-    monkeypatch.setattr(runner, "measure_model", lambda *a, **k: timings)
-    config = RunConfig(timing_batch_sizes=[64, 512, 1024])
-    context = SimpleNamespace(config=config, timing_batch=torch.zeros(16, 2), x_train=None)
-    result = runner.throughput(None, None, context)
+    monkeypatch.setattr(timing, "measure_model", lambda *a, **k: timings)
+    result = timing.throughput(None, None, None, batch=16, curve=[64, 512, 1024], min_run_time=1)
     assert result["timing_batch_size"] == 16 and result["train_samples_per_s"] == 1600
     assert result["train_peak_mb"] == 2.5 and result["decode_timed_runs"] == 3
     assert result["train_samples_per_s_at_64"] == 3200 and result["encode_peak_mb_at_64"] == 2.5
@@ -337,12 +334,12 @@ def test_a_model_is_built_trained_evaluated_and_timed_with_the_runs_settings(
             seen[name]["result"] = result
             return result
 
-        monkeypatch.setattr(runner, name, wrapper)
+        monkeypatch.setattr(timing if name == "measure_model" else runner, name, wrapper)
 
     spy("build_model", runner.build_model)
     spy("train", runner.train, compile_seconds=1.5)
     spy("evaluate", runner.evaluate)
-    spy("measure_model", runner.measure_model, compile_seconds=0.25)
+    spy("measure_model", timing.measure_model, compile_seconds=0.25)
     spy("measure_reparam_kl", runner.measure_reparam_kl)
     reporter = Spy()
     settings = {"epochs": 2, "patience": 1, "seeds": [5], "compile": ["default"], "kernel": "torch"}
@@ -516,11 +513,11 @@ def test_throughput_of_a_compiled_cuda_row_and_a_best_batch_that_is_not_the_larg
         device_busy=0.8,
     )
     seen = {}
-    monkeypatch.setattr(runner, "measure_model", lambda *a, **k: seen.update(k) or timings)
-    config = RunConfig(timing_batch_sizes=[64])
-    context = SimpleNamespace(config=config, timing_batch=torch.zeros(16, 2), x_train=None)
+    monkeypatch.setattr(timing, "measure_model", lambda *a, **k: seen.update(k) or timings)
     compiled = Mode(compile="default")
-    result = runner.throughput(None, None, context, compiled)
+    result = timing.throughput(
+        None, None, None, batch=16, curve=[64], min_run_time=1, mode=compiled
+    )
     assert seen["mode"] is compiled
     assert result["train_device_busy"] == 0.8 and result["compile_seconds"] == 0.5
     assert result["train_spread"] == pytest.approx(0.3) and result["decode_timed_runs"] == 5
@@ -530,7 +527,7 @@ def test_throughput_of_a_compiled_cuda_row_and_a_best_batch_that_is_not_the_larg
 def test_a_named_dataset_is_generated_from_the_runs_seed(registry):
     def first(seed):
         config = RunConfig(**{**TINY, "seed": seed})
-        return runner.named_dataset(config, registry).x_train[:4]
+        return loading.named_dataset(config, registry).x_train[:4]
 
     assert torch.equal(first(3), first(3)) and not torch.equal(first(3), first(0))
 

@@ -24,16 +24,12 @@ from vaebench.errors import ConfigError, PluginError
 
 BUILTIN_MODULES: tuple[str, ...] = ("vaebench.plugins.builtins",)
 
+HOOK_PREFIX = "vaebench_register_"
+# Component kinds come from the hookspecs, in their order: vaebench_register_priors -> "prior".
 KINDS: dict[str, str] = {
-    "encoder": "vaebench_register_encoders",
-    "decoder": "vaebench_register_decoders",
-    "prior": "vaebench_register_priors",
-    "dataset": "vaebench_register_datasets",
-    "likelihood": "vaebench_register_likelihoods",
-    "model": "vaebench_register_models",
-    "executor": "vaebench_register_executors",
-    "task": "vaebench_register_tasks",
-    "tracker": "vaebench_register_trackers",
+    hook.removeprefix(HOOK_PREFIX).removesuffix("s"): hook
+    for hook in vars(hookspecs)
+    if hook.startswith(HOOK_PREFIX)
 }
 
 STRICT_ENV = "VAEBENCH_STRICT_PLUGINS"

@@ -4,30 +4,24 @@ classifier), then ``run_one`` per (model, plugin, prior): build, train, evaluate
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import shutil
 import traceback
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaebench import metrics
 from vaebench.checkpoints import REPORT_EXAMPLES, model_views, save_checkpoint
 from vaebench.config import RunConfig, row_settings
-from vaebench.data import Dataset, binarized, load_path, sample_binary, with_validation
-from vaebench.errors import ConfigError, DataError
-from vaebench.formats import sha256_file
+from vaebench.data import Dataset, sample_binary
+from vaebench.errors import ConfigError
+from vaebench.evaluate import evaluate, untrained
 from vaebench.generative import (
     FeatureClassifier,
-    interpolation_smoothness,
     load_or_train_classifier,
-    mmd,
-    sample_quality,
 )
 from vaebench.io import (
     atomic_write_text,
@@ -37,38 +31,20 @@ from vaebench.io import (
     write_results,
 )
 from vaebench.kernels import resolve_backend, triton_available
+from vaebench.loading import combined_digest, data_digests, load_dataset
 from vaebench.model import VAE, ModelSpec, Objective, build_model
 from vaebench.modes import EAGER, Mode, peak_memory_mb
 from vaebench.options import call_factory, check_option_keys
 from vaebench.registry import Registry
-from vaebench.resolve import is_path
+from vaebench.reporting import Reporter
 from vaebench.schema import columns_of, metric_columns, row_label, row_stem
 from vaebench.step import StepSettings
-from vaebench.timing import Timing, measure_model, measure_reparam_kl, out_of_memory
+from vaebench.timing import Timing, measure_reparam_kl, out_of_memory, throughput
 from vaebench.tracking import ModelRecord, Trackers
-from vaebench.train import train, watched_key
+from vaebench.train import TrainOutcome, train, watched_key
 
 MAX_TIMING_BATCH = 256
 EXAMPLES_FOR_PRIORS = 512  # training inputs offered to priors that start from data (VampPrior)
-
-
-class Reporter:
-    """What the runner tells the user interface (this one stays silent; the CLI draws bars)."""
-
-    def progress(self, description: str, total: int) -> AbstractContextManager[Any]:
-        """A bar for ``total`` units of work (training steps, examples of the IW-NLL)."""
-        return nullcontext()
-
-    def advance(self, amount: int = 1) -> None:
-        pass
-
-    def finished(self, row: dict[str, Any]) -> None:
-        pass
-
-    def report(self, out: Path, registry: Registry) -> list[Path]:
-        """Files drawn from the finished run for its trackers (a report). The runner draws
-        none itself: a caller that wants one (the CLI, a sweep cell) makes it here."""
-        return []
 
 
 def timed_backends(selected: str, device: torch.device) -> list[str]:
@@ -81,61 +57,6 @@ def timed_backends(selected: str, device: torch.device) -> list[str]:
         candidates = ["torch", "compile", "triton"] if triton_available() else ["torch", "compile"]
         return list(dict.fromkeys([selected, *candidates]))
     return list(dict.fromkeys([selected, "torch"]))
-
-
-def load_dataset(config: RunConfig, registry: Registry) -> Dataset:
-    """The run's data with its three splits, binarized as asked."""
-    try:
-        return _load_dataset(config, registry)
-    except MemoryError:
-        source = f"task {config.task} in {config.data_root}" if config.task else config.dataset
-        raise DataError(f"{source}: the data does not fit in memory") from None
-
-
-def _load_dataset(config: RunConfig, registry: Registry) -> Dataset:
-    if config.task is not None:
-        from vaebench.tasks import get_task
-        from vaebench.tasks.load import load_task_data
-
-        dataset = load_task_data(get_task(registry, config.task), Path(config.data_root))
-    elif is_path(config.dataset, registry):
-        dataset = load_path(config.dataset, config.dataset_options)
-    else:
-        dataset = named_dataset(config, registry)
-    dataset = with_validation(dataset, config.valid_fraction)
-    return binarized(dataset, config.binarize)
-
-
-def named_dataset(config: RunConfig, registry: Registry) -> Dataset:
-    try:  # its option keys were checked with the config (RunConfig.check_option_keys)
-        dataset = call_factory(
-            registry.get("dataset", config.dataset),
-            options=config.dataset_options,
-            flag="-D",
-            seed=config.seed,
-        )
-    except MemoryError:
-        raise DataError(
-            f"dataset '{config.dataset}' with {config.dataset_options} does not fit in memory"
-        ) from None
-    if not isinstance(dataset, Dataset):
-        raise DataError(
-            f"dataset '{config.dataset}' returned {type(dataset).__name__}, not vaebench.data.Dataset"
-        )
-    return dataset
-
-
-def data_digests(dataset: Dataset) -> dict[str, str]:
-    """sha256 of every file the data came from: two runs can be checked to have read the
-    same bytes (``environment.json``; the row carries a digest of these digests)."""
-    return {path: sha256_file(Path(path)) for path in dataset.files}
-
-
-def combined_digest(digests: dict[str, str]) -> str:
-    if not digests:
-        return ""
-    text = "".join(f"{Path(p).name} {d}\n" for p, d in sorted(digests.items()))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -354,9 +275,38 @@ def run_one(
     A failing model gets a one-line status in its row and its full traceback in
     ``errors/<model>.txt``; the other models still run.
     """
-    config, out = context.config, context.out
-    seed = config.seed if seed is None else seed
-    row: dict[str, Any] = {
+    seed = context.config.seed if seed is None else seed
+    row = start_row(context, name, objective, plugin, prior, seed, mode)
+    history = None
+    try:
+        torch.manual_seed(seed)
+        model, spec = build(context, row, mode)
+        outcome = train_stage(context, model, objective, row, reporter, mode)
+        history = outcome.history
+        if not outcome.diverged:
+            row.update(evaluate_stage(context, model, objective, reporter, seed))
+            row.update(time_stage(context, model, objective, mode, row.get("compile_seconds")))
+            save_stage(context, model, spec, row)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a broken plugin or model fails alone (sys.exit() too)
+        row["status"] = f"failed: {_one_line(exc)}"
+        stem = row_stem(row, context.seeded)
+        atomic_write_text(context.out / "errors" / f"{stem}.txt", traceback.format_exc())
+    return row, history
+
+
+def start_row(
+    context: RunContext,
+    name: str,
+    objective: Objective,
+    plugin: str,
+    prior: str,
+    seed: int,
+    mode: Mode,
+) -> dict[str, Any]:
+    """The row's identity and settings, known before the model exists (a failed row has them)."""
+    return {
         "model": name,
         "plugin": plugin,
         "prior": prior,
@@ -366,83 +316,121 @@ def run_one(
         "dataset": context.dataset.name,
         "likelihood": context.likelihood,
         "family": "vae" if objective.variational else "ae",
-        **row_settings(config),
+        **row_settings(context.config),
         "seed": seed,
         "kernel_backend": context.kernel_backend,
         "layout": context.dataset.layout,
         **context.dataset.sizes(),
         "data_sha256": combined_digest(context.data_files),
     }
-    history = None
-    try:
-        torch.manual_seed(seed)
-        spec = ModelSpec(
-            plugin,
-            prior,
-            context.likelihood,
-            context.dataset.input_shape,
-            config.latent_dim,
-            config.prior_options,
-            config.likelihood_options,
+
+
+def build(context: RunContext, row: dict[str, Any], mode: Mode) -> tuple[VAE, ModelSpec]:
+    """The model from its plugins, on the run's device, in its mode."""
+    config = context.config
+    spec = ModelSpec(
+        row["plugin"],
+        row["prior"],
+        context.likelihood,
+        context.dataset.input_shape,
+        config.latent_dim,
+        config.prior_options,
+        config.likelihood_options,
+    )
+    examples = context.dataset.x_train[:EXAMPLES_FOR_PRIORS]
+    model = build_model(context.registry, spec, kernel_backend=config.kernel, examples=examples)
+    model = model.to(context.device)
+    row["parameters"] = sum(p.numel() for p in model.parameters())
+    mode.prepare(model)
+    return model, spec
+
+
+def train_stage(
+    context: RunContext,
+    model: VAE,
+    objective: Objective,
+    row: dict[str, Any],
+    reporter: Reporter,
+    mode: Mode,
+) -> TrainOutcome:
+    """The untrained figure, then training; the row gets its time, status and best epoch."""
+    config = context.config
+    row.update(untrained(model, objective, context.x_test))
+    total_steps = config.epochs * context.steps_per_epoch
+    with reporter.progress(f"training {row_label(row, context.seeded)}", total_steps):
+        outcome = train(
+            model,
+            context.x_train,
+            objective=objective,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            settings=StepSettings.of(config),
+            seed=row["seed"],
+            x_valid=context.x_valid,
+            patience=config.patience,
+            batch_transform=sample_binary if config.binarize == "dynamic" else None,
+            on_step=reporter.advance,
+            mode=mode,
         )
-        examples = context.dataset.x_train[:EXAMPLES_FOR_PRIORS]
-        model = build_model(
-            context.registry, spec, kernel_backend=config.kernel, examples=examples
-        ).to(context.device)
-        row["parameters"] = sum(p.numel() for p in model.parameters())
-        mode.prepare(model)
-        row.update(untrained(model, objective, context.x_test))
-        total_steps = config.epochs * context.steps_per_epoch
-        with reporter.progress(f"training {row_label(row, context.seeded)}", total_steps):
-            outcome = train(
-                model,
-                context.x_train,
-                objective=objective,
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                settings=StepSettings.of(config),
-                seed=seed,
-                x_valid=context.x_valid,
-                patience=config.patience,
-                batch_transform=sample_binary if config.binarize == "dynamic" else None,
-                on_step=reporter.advance,
-                mode=mode,
-            )
-        history = outcome.history
-        row["train_seconds"] = outcome.seconds
-        row["status"] = outcome.status
-        row["epochs_run"] = outcome.epochs_run
-        row["best_epoch"] = outcome.best_epoch
-        if mode.compiled:  # timing adds its own first calls below
-            row["compile_seconds"] = outcome.compile_seconds
-        if outcome.best_epoch is not None:
-            watched = watched_key(objective)
-            row[watched] = outcome.history[outcome.best_epoch - 1][watched]
-        if not outcome.diverged:
-            quality: dict[str, Any] = {}
+    row.update(train_seconds=outcome.seconds, status=outcome.status)
+    row.update(epochs_run=outcome.epochs_run, best_epoch=outcome.best_epoch)
+    if mode.compiled:  # timing adds its own first calls
+        row["compile_seconds"] = outcome.compile_seconds
+    if outcome.best_epoch is not None:
+        watched = watched_key(objective)
+        row[watched] = outcome.history[outcome.best_epoch - 1][watched]
+    return outcome
 
-            def evaluation() -> None:
-                quality.update(evaluate(model, objective, context, reporter, seed))
 
-            row["eval_peak_mb"] = peak_memory_mb(evaluation, context.device)
-            row.update(quality)
-            timed = throughput(model, objective, context, mode)
-            if mode.compiled:  # training's compile time and timing's first calls
-                timed["compile_seconds"] += row["compile_seconds"]
-            row.update(timed)
-            path = out / "checkpoints" / f"{row_stem(row, context.seeded)}.pt"
-            save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
-            row["checkpoint"] = str(path.relative_to(out))
-            for backend, timing in context.reparam_timings.items():
-                row[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
-                row[f"reparam_kl_{backend}_spread"] = timing.relative_spread
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # a broken plugin or model fails alone (sys.exit() too)
-        row["status"] = f"failed: {_one_line(exc)}"
-        stem = row_stem(row, context.seeded)
-        atomic_write_text(out / "errors" / f"{stem}.txt", traceback.format_exc())
-    return row, history
+def evaluate_stage(
+    context: RunContext, model: VAE, objective: Objective, reporter: Reporter, seed: int
+) -> dict[str, Any]:
+    """Test-split metrics and the evaluation's peak memory."""
+    quality: dict[str, Any] = {}
+
+    def evaluation() -> None:
+        iw_samples = context.config.iw_samples
+        quality.update(
+            evaluate(model, objective, context, iw_samples=iw_samples, seed=seed, reporter=reporter)
+        )
+
+    peak = peak_memory_mb(evaluation, context.device)
+    return {"eval_peak_mb": peak, **quality}
+
+
+def time_stage(
+    context: RunContext,
+    model: VAE,
+    objective: Objective,
+    mode: Mode,
+    training_compile: float | None,
+) -> dict[str, Any]:
+    """Throughput columns (the trained step, timed), and the run's reparam+KL timings."""
+    config = context.config
+    timed = throughput(
+        model,
+        objective,
+        context.x_train,
+        batch=context.timing_batch.shape[0],
+        curve=config.timing_batch_sizes,
+        settings=StepSettings.of(config),
+        min_run_time=config.timing_min_time,
+        mode=mode,
+    )
+    if mode.compiled:  # training's compile time and timing's first calls
+        timed["compile_seconds"] += training_compile or 0.0
+    for backend, timing in context.reparam_timings.items():
+        timed[f"reparam_kl_{backend}_samples_per_s"] = timing.samples_per_s
+        timed[f"reparam_kl_{backend}_spread"] = timing.relative_spread
+    return timed
+
+
+def save_stage(context: RunContext, model: VAE, spec: ModelSpec, row: dict[str, Any]) -> None:
+    """The checkpoint, with the test examples the report draws from it."""
+    out = context.out
+    path = out / "checkpoints" / f"{row_stem(row, context.seeded)}.pt"
+    save_checkpoint(path, model, spec, context.dataset.x_test[:REPORT_EXAMPLES])
+    row["checkpoint"] = str(path.relative_to(out))
 
 
 def check_options(config: RunConfig, registry: Registry, dataset: Dataset, likelihood: str) -> None:
@@ -469,109 +457,3 @@ def check_options(config: RunConfig, registry: Registry, dataset: Dataset, likel
             raise
         except Exception:  # a prior that cannot be built fails its own models, with a status
             pass
-
-
-@torch.no_grad()
-def untrained(model: VAE, objective: Objective, x_test: torch.Tensor) -> dict[str, float]:
-    """The same network before its first step: what training must beat."""
-    model.eval()
-    if objective.variational:
-        return {"neg_elbo_untrained": metrics.elbo_terms(model, x_test)["neg_elbo"]}
-    return {"recon_nll_untrained": metrics.deterministic_recon_nll(model, x_test)}
-
-
-@torch.no_grad()
-def evaluate(
-    model: VAE,
-    objective: Objective,
-    context: RunContext,
-    reporter: Reporter | None = None,
-    seed: int | None = None,
-) -> dict[str, Any]:
-    """Test-split metrics. ELBO columns only for the VAE family (AE rows leave them empty)."""
-    reporter = reporter or Reporter()
-    config, dataset, classifier = context.config, context.dataset, context.classifier
-    x_train, x_test = context.x_train, context.x_test
-    model.eval()
-    torch.manual_seed((config.seed if seed is None else seed) + 1)
-    test_means = metrics.posterior_means(model, x_test)
-    result: dict[str, Any] = {
-        "active_units": metrics.active_units(test_means),
-        "probe_accuracy": float("nan"),
-    }
-    if objective.variational:
-        terms = metrics.elbo_terms(model, x_test)
-        label = f"IW-NLL, K={config.iw_samples}, test examples"
-        with reporter.progress(label, x_test.shape[0]):
-            iw = metrics.iw_nll(model, x_test, config.iw_samples, on_batch=reporter.advance)
-        bits = math.prod(dataset.input_shape) * math.log(2)  # nats per example -> bits per value
-        result.update(
-            neg_elbo=terms["neg_elbo"],
-            recon_nll=terms["recon_nll"],
-            kl=terms["kl"],
-            iw_nll=iw,
-            elbo_gap=terms["neg_elbo"] - iw,
-            kl_per_dim=terms["kl_per_dim"],
-            bpd=iw / bits,
-            neg_elbo_bpd=terms["neg_elbo"] / bits,
-        )
-        codes = metrics.posterior_samples(model, x_test)
-    else:
-        result["recon_nll"] = metrics.deterministic_recon_nll(model, x_test)
-        codes = test_means.to(x_test.device)
-    if dataset.has_labels:
-        train_means = metrics.posterior_means(model, x_train)
-        result["probe_accuracy"] = metrics.probe_accuracy(
-            train_means, dataset.y_train, test_means, dataset.y_test
-        )
-    prior_codes = model.prior.sample(len(x_test)).float()
-    result["latent_mmd"] = mmd(codes.cpu(), prior_codes.cpu())
-
-    def decode_mean(z: torch.Tensor) -> torch.Tensor:
-        return model.likelihood.mean(model.decode(z))
-
-    result.update(interpolation_smoothness(decode_mean, test_means.to(x_test.device)))
-    if classifier is not None:
-        network, accuracy = classifier
-        result.update(sample_quality(network, x_test, decode_mean(prior_codes)))
-        result["classifier_test_accuracy"] = accuracy
-    return result
-
-
-def throughput(
-    model: VAE, objective: Objective, context: RunContext, mode: Mode = EAGER
-) -> dict[str, Any]:
-    """Train/encode/decode throughput and peak memory at the run's timing batch, and at each
-    ``--timing-batch-sizes`` batch (the curve and its best training batch size)."""
-    config = context.config
-    default = context.timing_batch.shape[0]
-    curve = list(config.timing_batch_sizes)
-    timings = measure_model(
-        model,
-        objective,
-        context.x_train,
-        [default, *curve],
-        settings=StepSettings.of(config),
-        min_run_time=config.timing_min_time,
-        mode=mode,
-    )
-    result: dict[str, Any] = {"timing_batch_size": default}
-    if not math.isnan(timings.device_busy):  # measured on CUDA only
-        result["train_device_busy"] = timings.device_busy
-    if mode.compiled:
-        result["compile_seconds"] = timings.compile_seconds
-    for phase, figure in timings.figures[default].items():
-        result[f"{phase}_samples_per_s"] = figure.timing.samples_per_s
-        result[f"{phase}_spread"] = figure.timing.relative_spread
-        result[f"{phase}_timed_runs"] = figure.timing.runs
-        result[f"{phase}_peak_mb"] = figure.peak_mb
-    for size in curve:
-        for phase, figure in timings.figures.get(size, {}).items():
-            result[f"{phase}_samples_per_s_at_{size}"] = figure.timing.samples_per_s
-            result[f"{phase}_peak_mb_at_{size}"] = figure.peak_mb
-    if timings.out_of_memory:
-        result["timing_out_of_memory"] = ",".join(map(str, timings.out_of_memory))
-    if curve:  # among every size timed, the run's own included
-        speed = {size: f["train"].timing.samples_per_s for size, f in timings.figures.items()}
-        result["best_train_batch_size"] = max(speed, key=speed.get)
-    return result

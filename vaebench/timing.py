@@ -6,9 +6,11 @@ timed block and picks a block size that makes the timer's own overhead negligibl
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,3 +219,49 @@ def measure_reparam_kl(
         (z.sum() + kl.sum()).backward()
 
     return time_call(step, batch_size=rows, device=device, min_run_time=min_run_time)
+
+
+def throughput(
+    model: VAE,
+    objective: Objective,
+    x: torch.Tensor,
+    *,
+    batch: int,
+    curve: Sequence[int] = (),
+    settings: StepSettings = DEFAULTS,
+    min_run_time: float,
+    mode: Mode = EAGER,
+) -> dict[str, Any]:
+    """A row's throughput columns: train/encode/decode throughput and peak memory at the
+    run's timing ``batch``, and at each ``curve`` batch (``--timing-batch-sizes``: the curve
+    and its best training batch size). Examples come from ``x``."""
+    default, curve = batch, list(curve)
+    timings = measure_model(
+        model,
+        objective,
+        x,
+        [default, *curve],
+        settings=settings,
+        min_run_time=min_run_time,
+        mode=mode,
+    )
+    result: dict[str, Any] = {"timing_batch_size": default}
+    if not math.isnan(timings.device_busy):  # measured on CUDA only
+        result["train_device_busy"] = timings.device_busy
+    if mode.compiled:
+        result["compile_seconds"] = timings.compile_seconds
+    for phase, figure in timings.figures[default].items():
+        result[f"{phase}_samples_per_s"] = figure.timing.samples_per_s
+        result[f"{phase}_spread"] = figure.timing.relative_spread
+        result[f"{phase}_timed_runs"] = figure.timing.runs
+        result[f"{phase}_peak_mb"] = figure.peak_mb
+    for size in curve:
+        for phase, figure in timings.figures.get(size, {}).items():
+            result[f"{phase}_samples_per_s_at_{size}"] = figure.timing.samples_per_s
+            result[f"{phase}_peak_mb_at_{size}"] = figure.peak_mb
+    if timings.out_of_memory:
+        result["timing_out_of_memory"] = ",".join(map(str, timings.out_of_memory))
+    if curve:  # among every size timed, the run's own included
+        speed = {size: f["train"].timing.samples_per_s for size, f in timings.figures.items()}
+        result["best_train_batch_size"] = max(speed, key=speed.get)
+    return result

@@ -24,7 +24,7 @@ from vaebench.present.sweep_report import (
     sweep_sections,
 )
 from vaebench.registry import Registry
-from vaebench.runner import Reporter
+from vaebench.reporting import Reporter
 from vaebench.schema import SPEEDS, Column, column, columns_of, metric_columns, row_label
 from vaebench.seeds import several_seeds, summarize
 from vaebench.tasks import LITERATURE_HEADERS, literature_rows, references_of
