@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             model = fresh()
             times["bare"].append(seconds_per_epoch(
-                lambda m=model: bare_loop(m, x, objective, epochs=args.epochs, batch_size=args.batch_size, settings=StepSettings(lr=2e-3)),
+                lambda m=model: bare_loop(m, x, objective, epochs=args.epochs, batch_size=args.batch_size, lr=2e-3),
                 args.epochs))  # fmt: skip
             model = fresh()
             times["vaebench"].append(seconds_per_epoch(

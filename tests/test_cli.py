@@ -23,14 +23,16 @@ def test_run_prints_both_tables_and_writes_files(tmp_path):
     assert list(frame["plugin"]) == ["conv", "mlp"]
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing(tmp_path):
+    """A fresh process: nothing printed from start-up on (imports included)."""
     done = run_cli("run", "--plugins", "mlp", *FAST, "--out", str(tmp_path / "q"), "--quiet")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
 
 
-def test_default_out_dir_is_under_runs(tmp_path):
-    done = run_cli("run", "--plugins", "mlp", *FAST, "--quiet", cwd=tmp_path)
+def test_default_out_dir_is_under_runs(tmp_path, vaebench_cli):
+    done = vaebench_cli("run", "--plugins", "mlp", *FAST, "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "results.csv").is_file()
@@ -112,8 +114,8 @@ def test_usage_errors_are_one_line(capsys):
     assert info.value.code == 2 and "--no-such-flag" in err and len(err.splitlines()) == 1
 
 
-def test_failed_model_gives_exit_1_and_a_line_on_stderr(tmp_path):
-    done = run_cli(
+def test_failed_model_gives_exit_1_and_a_line_on_stderr(tmp_path, vaebench_cli):
+    done = vaebench_cli(
         "run", "--plugins", "mlp", *FAST, "--lr", "1e30", "--out", str(tmp_path / "d"), "--quiet"
     )
     frame = pd.read_csv(tmp_path / "d" / "results.csv")

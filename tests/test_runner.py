@@ -50,6 +50,7 @@ def test_registry(registry: Registry) -> Registry:
     return registry
 
 
+@pytest.mark.slow
 def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
     config = resolve_config(
         RunConfig(plugins=["mlp", "conv"], epochs=8, out=str(tmp_path), **FAST), registry

@@ -177,6 +177,7 @@ def tiny_run(tmp_path, registry, reporter=None, **settings) -> list[dict]:
     return runner.run(config, registry, reporter)
 
 
+@pytest.mark.slow
 def test_a_second_precision_row_carries_its_cost_in_nats(tmp_path, registry):
     fp32, bf16 = tiny_run(tmp_path, registry, precision=["fp32", "bf16"])
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
@@ -185,6 +186,7 @@ def test_a_second_precision_row_carries_its_cost_in_nats(tmp_path, registry):
         assert bf16[f"delta_{key}_vs_fp32_eager"] == bf16[key] - fp32[key]
 
 
+@pytest.mark.slow
 def test_ae_family_rows_use_the_normal_prior_once(tmp_path, registry):
     rows = tiny_run(tmp_path, registry, models=["ae", "vae"], priors=["normal", "mog"])
     assert [(r["model"], r["prior"], r["family"]) for r in rows] == [
@@ -203,6 +205,7 @@ class Spy(runner.Reporter):
         return super().progress(description, total)
 
 
+@pytest.mark.slow
 def test_the_run_context_and_files(tmp_path, registry, monkeypatch):
     sampled = []
     monkeypatch.setattr(runner, "sample_binary", lambda b: sampled.append(1) or b)
@@ -365,7 +368,8 @@ def test_a_model_is_built_trained_evaluated_and_timed_with_the_runs_settings(
         "default",
     )
     assert fit["on_step"] == reporter.advance and fit["x_valid"].shape[0] == 8
-    assert seen["evaluate"]["args"][3] is reporter and seen["evaluate"]["args"][4] == 5
+    assert seen["evaluate"]["reporter"] is reporter and seen["evaluate"]["seed"] == 5
+    assert seen["evaluate"]["iw_samples"] == 2
     assert seen["measure_model"]["mode"].compile == "default"
     assert row["compile_seconds"] == 1.75  # training's and timing's, both outside the figures
     assert row["train_seconds"] > 0 and row["epochs_run"] in (1, 2)
@@ -455,6 +459,7 @@ def test_a_report_that_fails_is_a_warning_to_the_trackers_not_a_failed_run(
     ]
 
 
+@pytest.mark.slow
 def test_a_task_run_reads_the_tasks_files_and_writes_its_definition(
     static_mnist_root, tmp_path, registry
 ):

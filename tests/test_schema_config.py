@@ -111,6 +111,7 @@ def test_bad_sweep_file_fails_the_dry_run_naming_the_key(tmp_path, capsys):
     assert "seed: must be >= 0, got -1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_registered_dataset_name_never_means_a_folder(tmp_path):
     (tmp_path / "synthetic").mkdir()  # a folder that shadowed the dataset before
     done = run_cli("run", *FAST_CLI, "--out", "o", "--quiet", cwd=tmp_path)

@@ -73,6 +73,7 @@ def test_dry_run_lists_cells_without_running(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_local_sweep_aggregates_over_seeds_like_a_hand_computation(tmp_path):
     out = tmp_path / "out"
     assert (
@@ -106,6 +107,7 @@ def test_local_sweep_aggregates_over_seeds_like_a_hand_computation(tmp_path):
     assert main(["sweep", str(sweep_file(tmp_path)), "--out", str(out), "--quiet"]) == 2
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path):
     spec = sweep_file(tmp_path, n_train=512, epochs=6, seeds="0, 1, 2")
     out = tmp_path / "out"
@@ -146,6 +148,7 @@ def test_killed_sweep_resumes_with_nothing_lost_or_repeated(tmp_path):
     assert list(summary["iw_nll_count"]) == [3, 3]
 
 
+@pytest.mark.slow
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     path = tmp_path / "fail.toml"
     path.write_text(

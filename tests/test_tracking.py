@@ -130,6 +130,7 @@ def test_a_tracker_that_fails_mid_run_warns_once_and_the_run_completes(registry,
     assert err.count("tracker 'broken' failed (OSError: the tracking server is gone)") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["under-a-file", "server-gone"])
 def test_an_unusable_store_is_a_warning_not_a_failure(tmp_path, store):
     blocker = tmp_path / "a-file"

@@ -164,28 +164,8 @@ def run(
     reporter = reporter or Reporter()
     check_new_run_dir(Path(config.out), overwrite=config.overwrite)
     trackers = Trackers.build(config.track, registry, out=Path(config.out), uri=config.tracking_uri)
-    try:  # bad data, options or sizes: nothing written yet
-        context = RunContext.resolve(config, registry)
-    except (MemoryError, RuntimeError) as exc:
-        if not out_of_memory(exc):
-            raise
-        raise ConfigError(
-            f"the run does not fit in memory (data {config.dataset}, --latent-dim "
-            f"{config.latent_dim}, --batch-size {config.batch_size}: {_one_line(exc)[:120]}); "
-            "use smaller sizes"
-        ) from None
+    context = open_run(config, registry)
     out = context.out
-    if config.overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.to_dict())
-    write_json(
-        out / "environment.json", {**environment(config.device), "data_files": context.data_files}
-    )
-    if config.task is not None:
-        from vaebench.tasks import get_task
-
-        write_json(out / "task.json", get_task(registry, config.task).to_dict())
     trackers.start(out.name, config.to_dict())
     rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, float]]] = {}
@@ -207,11 +187,37 @@ def run(
             write_results(out, rows)
             write_json(out / "history.json", histories)
             reporter.finished(row)
-            record = model_record(row, history or [], out, registry, context.seeded)
-            trackers.log_model(record)
+            trackers.log_model(model_record(row, history or [], out, registry, context.seeded))
     if trackers.active:
         finish_trackers(trackers, out, registry, reporter)
     return rows
+
+
+def open_run(config: RunConfig, registry: Registry) -> RunContext:
+    """The run's context, then its folder with the config, environment and task: bad data,
+    options or sizes fail before anything is written."""
+    try:
+        context = RunContext.resolve(config, registry)
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise ConfigError(
+            f"the run does not fit in memory (data {config.dataset}, --latent-dim "
+            f"{config.latent_dim}, --batch-size {config.batch_size}: {_one_line(exc)[:120]}); "
+            "use smaller sizes"
+        ) from None
+    out = context.out
+    if config.overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config.to_dict())
+    environment_record = {**environment(config.device), "data_files": context.data_files}
+    write_json(out / "environment.json", environment_record)
+    if config.task is not None:
+        from vaebench.tasks import get_task
+
+        write_json(out / "task.json", get_task(registry, config.task).to_dict())
+    return context
 
 
 def model_record(

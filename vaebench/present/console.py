@@ -6,13 +6,14 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vaebench.present.report import Reporting
+from vaebench.reporting import Reporter
 from vaebench.schema import (
     IDENTITY,
     MISSING,
@@ -29,7 +30,7 @@ def stdout() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-class RichReporter(Reporting):
+class RichReporter(Reporter):
     """Draws one progress bar per model on stderr (silent when ``quiet``); the run's report
     for its trackers."""
 
@@ -63,6 +64,11 @@ class RichReporter(Reporting):
     def advance(self, amount: int = 1) -> None:
         if self._progress is not None:
             self._progress.advance(self._task, amount)
+
+    def report(self, out: Path, registry: Any) -> list[Path]:
+        from vaebench.present.report import Reporting  # matplotlib: only when trackers ask
+
+        return Reporting().report(out, registry)
 
     def finished(self, row: dict[str, Any]) -> None:
         line = f"{row_label(row)}: {row['status']}"
