@@ -219,7 +219,6 @@ def run_copy(finished_run: Path, tmp_path: Path) -> Path:
 # -- 1. data loss ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 class TestDataLoss:
     @pytest.mark.parametrize("holds", ["finished-run", "config-only", "results-only"])
     def test_out_holding_a_run_is_refused(self, finished_run, tmp_path, holds, vaebench_cli):
@@ -822,7 +821,6 @@ def _section(markdown: str, heading: str) -> str:
     return markdown[start : end if end >= 0 else None]
 
 
-@pytest.mark.slow
 class TestDamagedFolders:
     @pytest.mark.parametrize("damage", list(DAMAGES))
     def test_report_on_a_damaged_file(self, run_copy, damage, vaebench_cli):

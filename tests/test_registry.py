@@ -241,6 +241,7 @@ def test_plugins_command_lists_third_party_and_warns_about_broken(tmp_path):
     assert "Traceback" not in strict.stderr and "vaebench-broken" in strict.stderr
 
 
+@pytest.mark.slow
 def test_third_party_plugin_trains_end_to_end(tmp_path):
     root = write_tiny(tmp_path / "site")
     out = tmp_path / "run"

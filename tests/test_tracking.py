@@ -38,6 +38,7 @@ def fast_config(tmp_path: Path, **settings) -> RunConfig:
     )
 
 
+@pytest.mark.slow
 def test_mlflow_holds_a_parent_run_and_one_nested_run_per_model(registry, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default store: ./mlruns (an SQLite file and artifacts)
     config = resolve_config(
