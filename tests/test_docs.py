@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from vaebench import docs
 
 DOCS = REPO / "docs"

@@ -16,7 +16,9 @@ environment and working directory set for the call). Five stay true subprocesses
   module calls ``sys.exit`` as it is imported.
 
 (``--help`` start-up without torch and a plugin that trains end to end from a subprocess are
-tested in ``test_schema_config.py`` and ``test_registry.py``.)
+tested in ``test_schema_config.py`` and ``test_registry.py``.) Marked slow, outside the default
+run: ``TestSignals``, the two runs with a broken cache (they train the sample-metrics
+classifier) and the run on one example.
 
 Classes, cases (67 in all; the command each one runs):
 
