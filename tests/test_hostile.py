@@ -1021,9 +1021,12 @@ class TestSignals:
         out = tmp_path / "run"
         args = [sys.executable, "-m", "vaebench", "run", "--plugins", "mlp"]
         args += ["--model", "vae,sleepy", *FAST_CLI, "--out", str(out), "--quiet"]
+        # A shell's background job inherits SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: the child starts with the default, as a terminal gives it.
         proc = subprocess.Popen(
             args, env=env, start_new_session=True, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         try:
             wait_for((out / "results.csv").is_file, 120, "the first model to finish", proc)
