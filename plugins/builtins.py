@@ -55,6 +55,22 @@ def vaebench_register_models(register):
 
 
 @hookimpl
+def vaebench_register_optimizers(register):
+    for name in ("Adam", "AdamW", "Adamax", "RMSprop", "SGD"):
+        register(name.lower(), f"torch.optim:{name}")
+    register("adamnormgrad", f"{P}.optimizers:AdamNormGrad")
+
+
+@hookimpl
+def vaebench_register_schedules(register):
+    lr_scheduler = "torch.optim.lr_scheduler"
+    register("multistep", f"{lr_scheduler}:MultiStepLR")
+    register("exponential", f"{lr_scheduler}:ExponentialLR")
+    register("cosine", f"{P}.schedules:cosine")
+    register("plateau", f"{lr_scheduler}:ReduceLROnPlateau")
+
+
+@hookimpl
 def vaebench_register_executors(register):
     register("local", f"{P}.executors:local_executor")
     register("ray", f"{P}.executors:RayExecutor")

@@ -26,10 +26,10 @@ def as_image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise ValueError(f"conv plugin supports inputs of rank 1 to 3, got shape {input_shape}")
 
 
-def spatial_sizes(height: int, width: int) -> list[tuple[int, int]]:
-    """The sizes after each stride-2 stage, starting with the input size."""
+def spatial_sizes(height: int, width: int, depth: int = MAX_DOWNSAMPLES) -> list[tuple[int, int]]:
+    """The sizes after each stride-2 stage (at most ``depth``), starting with the input size."""
     sizes = [(height, width)]
-    while len(sizes) <= MAX_DOWNSAMPLES and min(sizes[-1]) >= 8:
+    while len(sizes) <= depth and min(sizes[-1]) >= 8:
         h, w = sizes[-1]
         sizes.append(((h + 1) // 2, (w + 1) // 2))
     return sizes
@@ -39,13 +39,29 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
 
 
+def check_sizes(channels: int, depth: int) -> None:
+    """The architecture options: ``channels`` of the first stage (doubled at each stride-2
+    stage) and ``depth``, the most stride-2 stages (each needs both sides >= 8)."""
+    for name, value, low in (("channels", channels, 1), ("depth", depth, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
 class ConvEncoder(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], latent_dim: int, width: int = WIDTH) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        latent_dim: int,
+        channels: int = WIDTH,
+        depth: int = MAX_DOWNSAMPLES,
+    ) -> None:
         super().__init__()
-        channels, height, wid = as_image_shape(input_shape)
-        self.image_shape = (channels, height, wid)
-        sizes = spatial_sizes(height, wid)
-        layers: list[nn.Module] = [_block(channels, width)]
+        check_sizes(channels, depth)
+        width = channels
+        image_channels, height, wid = as_image_shape(input_shape)
+        self.image_shape = (image_channels, height, wid)
+        sizes = spatial_sizes(height, wid, depth)
+        layers: list[nn.Module] = [_block(image_channels, width)]
         cin = width
         for _ in sizes[1:]:
             layers.append(_block(cin, 2 * cin, stride=2))
@@ -60,11 +76,19 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], latent_dim: int, width: int = WIDTH) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        latent_dim: int,
+        channels: int = WIDTH,
+        depth: int = MAX_DOWNSAMPLES,
+    ) -> None:
         super().__init__()
+        check_sizes(channels, depth)
+        width = channels
         self.input_shape = tuple(input_shape)
-        channels, height, wid = as_image_shape(input_shape)
-        sizes = spatial_sizes(height, wid)
+        image_channels, height, wid = as_image_shape(input_shape)
+        sizes = spatial_sizes(height, wid, depth)
         cin = width * 2 ** (len(sizes) - 1)
         self.start = (cin, *sizes[-1])
         self.project = nn.Sequential(nn.Linear(latent_dim, cin * math.prod(sizes[-1])), nn.SiLU())
@@ -72,7 +96,7 @@ class ConvDecoder(nn.Module):
         for size in reversed(sizes[:-1]):
             layers += [nn.Upsample(size=size, mode="nearest"), _block(cin, cin // 2)]
             cin //= 2
-        layers.append(nn.Conv2d(cin, channels, 3, padding=1))
+        layers.append(nn.Conv2d(cin, image_channels, 3, padding=1))
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -124,7 +124,15 @@ def _spy(cls, built):
 
 
 def test_the_step_settings_come_from_the_config_by_name():
-    assert StepSettings.of(RunConfig(lr=0.5, grad_clip=2.0)) == StepSettings(lr=0.5, grad_clip=2.0)
+    from vaebench.registry import load_registry
+
+    registry = load_registry(entry_points=False)
+    config = RunConfig(lr=0.5, grad_clip=2.0, optimizer="sgd", optimizer_options={"momentum": 0.9})
+    settings = StepSettings.of(config, registry)
+    assert (settings.lr, settings.grad_clip) == (0.5, 2.0)
+    assert settings.optimizer == registry.get("optimizer", "sgd")
+    assert settings.optimizer_options == {"momentum": 0.9}
+    assert settings.lr_schedule is None  # "none"
     assert RunConfig().grad_clip == 0.0
 
 

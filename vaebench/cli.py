@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and time every model x plugin x prior combination.",
     )
     add_run_flags(run)
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        type=Path,
+        help="continue the interrupted run in DIR as it was configured (its config.json): "
+        "finished models keep their rows, an interrupted one continues from its last "
+        "completed epoch",
+    )
 
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -140,8 +148,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vaebench.tasks import get_task
 
     registry = load_registry()
-    config = resolve_config(from_args(args), registry)
-    rows = run(config, registry, RichReporter(Console(stderr=True), quiet=config.quiet))
+    given = from_args(args)
+    if args.resume is not None:
+        from vaebench.resolve import resume_config
+
+        config = resolve_config(resume_config(args.resume, given), registry)
+    else:
+        config = resolve_config(given, registry)
+    if config.warnings and not config.quiet:
+        for warning in config.warnings.split("; "):
+            print(f"vaebench: warning: {warning}", file=sys.stderr)
+    reporter = RichReporter(Console(stderr=True), quiet=config.quiet)
+    rows = run(config, registry, reporter, resume=args.resume is not None)
     if not config.quiet and rows:
         references = get_task(registry, config.task).references if config.task else ()
         print_run(rows, config, references)

@@ -60,6 +60,7 @@ class RunConfig:
     priors: list[str] = option(["normal"], "priors: normal, mog, vamp, flow", flag="prior")
     models: list[str] = option(["vae"], "objectives: vae, iwae, ae, dae, sae; AE-family rows use N(0, I) for samples", flag="model")
     task: str | None = option(None, "a versioned benchmark task (see vaebench tasks): its data, splits and protocol; other flags override its settings and the row says so")
+    recipe: str | None = option(None, "a task's recipe (see vaebench tasks): every setting that produced one of its published figures; flags override it and the row says so")
     data_root: str | None = option(None, f"folder holding the task's data files (default: ${DATA_ENV})")
     dataset: str = option("digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files")
     dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256; files take -D layout=nhwc or nchw", flag="dataset-option", short="-D")
@@ -68,12 +69,17 @@ class RunConfig:
     likelihood: str = option("auto", "observation model; auto = bernoulli for [0, 1] data, else gaussian")
     likelihood_options: dict[str, Any] = option({}, "likelihood option, e.g. -L sigma=0.1 (gaussian), -L bins=256 (categorical)", flag="likelihood-option", short="-L")
     model_options: dict[str, Any] = option({}, "option of an objective, e.g. -M beta=4 (vae), -M iwae_samples=10 (iwae); each objective declares its own (vaebench plugins)", flag="model-option", short="-M", keys=(("beta", "KL weight (vae)"), ("kl_warmup", "epochs of linear KL warm-up (vae)"), ("iwae_samples", "K of the iwae training bound"), ("corruption", "fraction of input values zeroed (dae)"), ("sparsity", "L1 weight on the code (sae)")))
-    prior_options: dict[str, Any] = option({}, "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)", flag="prior-option", short="-P")
+    prior_options: dict[str, Any] = option({}, "prior option, e.g. -P components=10 (mog), -P pseudo_inputs=50 (vamp), -P transforms=3 (flow)", flag="prior-option", short="-P", column="prior options")
+    arch_options: dict[str, Any] = option({}, "option of the encoder/decoder family, e.g. -A hidden=300,300 -A activation=tanh (mlp), -A channels=64 (conv); each family declares its own (vaebench plugins)", flag="arch-option", short="-A", column="architecture")
     latent_dim: int = option(16, "latent dimensions", low=1, column="latent")
     epochs: int = option(50, "most training epochs", low=1, column="epochs")
     patience: int = option(0, "stop after this many epochs without a better validation -ELBO (loss for the AE family); 0: train every epoch. The best epoch's weights are kept either way", low=0, column="patience")
     batch_size: int = option(64, "training batch size", low=1, column="batch")
-    lr: float = option(2e-3, "Adam learning rate", low=0, above=True, column="lr")
+    lr: float = option(2e-3, "learning rate of the optimizer (its first, under a schedule)", low=0, above=True, column="lr")
+    optimizer: str = option("adam", "optimizer: adam, adamw, adamax, rmsprop, sgd (torch.optim), adamnormgrad, or a plugin's", column="optimizer")
+    optimizer_options: dict[str, Any] = option({}, "option of the optimizer, e.g. -O betas=0.99,0.999 -O eps=1e-4 (adam), -O momentum=0.9 (sgd); the torch.optim class's own keywords", flag="optimizer-option", short="-O", column="optimizer options")
+    lr_schedule: str = option("none", "learning-rate schedule, stepped once per epoch: none, multistep, exponential, cosine, plateau (torch.optim.lr_scheduler), or a plugin's", column="lr schedule")
+    schedule_options: dict[str, Any] = option({}, "option of the schedule, e.g. -S milestones=200,350 -S gamma=0.5 (multistep), -S factor=0.5 (plateau); the scheduler class's own keywords", flag="schedule-option", short="-S", column="schedule options")
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this before each optimizer step (torch.nn.utils.clip_grad_norm_; fp16: after unscaling); 0: no clipping", low=0, column="grad clip")
     seed: int = option(0, "random seed", low=0)
     seeds: list[int] = option([], "run every model once per seed (a row each; tables show mean ± std, compare tests significance); replaces --seed", aliases=("seed_list",))
@@ -92,6 +98,8 @@ class RunConfig:
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
     given: list[str] = option([], "the settings chosen by the user (flags or sweep keys), not by defaults or a task", internal=True)
     protocol: str | None = option(None, "the task and version run, and which of its protocol settings were changed", internal=True, column="protocol")
+    recipe_run: str | None = option(None, "the recipe run, and which of its settings were changed", internal=True, column="recipe")
+    warnings: str | None = option(None, "settings that contradict each other, found when the run was resolved", internal=True, column="warnings")
     # fmt: on
 
     def modes(self) -> list[tuple[str, str]]:
@@ -127,8 +135,18 @@ ROW_SETTINGS = tuple(name for name in FIELDS if meta(name).column)  # columns of
 
 
 def row_settings(config: RunConfig) -> dict[str, Any]:
-    """The config's values that every result row records (the fields declaring a column)."""
-    return {name: getattr(config, name) for name in ROW_SETTINGS}
+    """The config's values that every result row records (the fields declaring a column);
+    ``KEY=VALUE`` options as one text cell, ``hidden=300,300 activation=tanh``."""
+    return {name: as_cell(getattr(config, name)) for name in ROW_SETTINGS}
+
+
+def as_cell(value: Any) -> Any:
+    """A setting as a table cell: options as ``key=value`` text, lists comma-joined."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={as_cell(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
 
 
 def flag(name: str) -> str:
@@ -213,10 +231,8 @@ def check(name: str, value: Any) -> Any:
         if not value:
             raise ValueError("needs at least one name")
     elif kind == dict[str, Any]:
-        if not isinstance(value, dict) or not all(
-            isinstance(v, (int, float, str, bool)) for v in value.values()
-        ):
-            raise ValueError(f"expected a table of KEY = number or text, got {value!r}")
+        if not isinstance(value, dict) or not all(_option_value(v) for v in value.values()):
+            raise ValueError(f"expected a table of KEY = number, text or list, got {value!r}")
     elif not (isinstance(value, str) or (value is None and FIELDS[name].default is None)):
         raise ValueError(f"expected text, got {value!r}")
     if spec.choices is not None:
@@ -224,6 +240,14 @@ def check(name: str, value: Any) -> Any:
             if item not in spec.choices:
                 raise ValueError(f"'{item}' is not one of: {', '.join(spec.choices)}")
     return value
+
+
+def _option_value(value: Any) -> bool:
+    """A ``KEY=VALUE`` option's value: a number, text, true/false, or a list of those."""
+    scalar = (int, float, str, bool)
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, scalar) for v in value)
+    return isinstance(value, scalar)
 
 
 def _whole_numbers(value: Any, low: int) -> list[int]:
@@ -260,21 +284,29 @@ def from_text(name: str, text: Any) -> Any:
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict, values as int, float or string."""
+    """``KEY=VALUE`` strings to a dict, values as int, float or string; a comma list of
+    numbers (``milestones=200,350``) as a list of them."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"expected KEY=VALUE, got '{pair}'")
-        value: Any = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                continue
+        value: Any = _scalar(raw)
+        if isinstance(value, str) and "," in raw:
+            items = [_scalar(item.strip()) for item in raw.split(",")]
+            if all(not isinstance(item, str) for item in items):
+                value = items
         options[key] = value
     return options
+
+
+def _scalar(raw: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            continue
+    return {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 def add_run_flags(parser) -> None:

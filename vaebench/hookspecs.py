@@ -28,9 +28,17 @@ Register = Callable[[str, Callable[..., Any]], None]
 def vaebench_register_encoders(register: Register) -> None:
     """Register encoder families.
 
-    ``factory(input_shape: tuple[int, ...], latent_dim: int) -> torch.nn.Module``. The module
-    maps a batch ``(B, *input_shape)`` to ``(mu, logvar)``, each of shape ``(B, latent_dim)``:
-    the mean and log-variance of the diagonal Gaussian posterior q(z|x).
+    ``factory(input_shape: tuple[int, ...], latent_dim: int, <options>) -> torch.nn.Module``.
+    The module maps a batch ``(B, *input_shape)`` to ``(mu, logvar)``, each of shape
+    ``(B, latent_dim)``: the mean and log-variance of the diagonal Gaussian posterior q(z|x).
+
+    Architecture options: every keyword parameter after the two positional ones is an option
+    of the family (``--arch-option KEY=VALUE``, ``-A``), shared by the encoder and the decoder
+    of the same name; each receives the keys it declares. A key neither declares stops the run
+    before training, naming the accepted ones; raise ``ValueError`` for a bad value (it
+    becomes one line naming the family). Give every option a default, and say in the
+    docstring what it means: ``vaebench plugins`` lists them. The options are recorded in the
+    row, the config and every checkpoint, so a report can rebuild the model.
     """
 
 
@@ -38,10 +46,11 @@ def vaebench_register_encoders(register: Register) -> None:
 def vaebench_register_decoders(register: Register) -> None:
     """Register decoder families.
 
-    ``factory(input_shape: tuple[int, ...], latent_dim: int) -> torch.nn.Module``. The module
-    maps ``(B, latent_dim)`` to the likelihood's parameters of shape ``(B, *input_shape)``
-    (logits for Bernoulli, means for Gaussian). A ``--plugins NAME`` selects the encoder and
-    the decoder registered under the same NAME.
+    ``factory(input_shape: tuple[int, ...], latent_dim: int, <options>) -> torch.nn.Module``.
+    The module maps ``(B, latent_dim)`` to the likelihood's parameters of shape
+    ``(B, *input_shape)`` (logits for Bernoulli, means for Gaussian). A ``--plugins NAME``
+    selects the encoder and the decoder registered under the same NAME; their options
+    (``-A``) are declared as the encoder's are.
     """
 
 
@@ -105,6 +114,35 @@ def vaebench_register_models(register: Register) -> None:
     terms are unweighted: for a variational objective returning both, ``recon + kl`` is the
     per-example negative ELBO (what validation and early stopping read; without them the
     model's own ``loss_terms`` is evaluated).
+    """
+
+
+@hookspec
+def vaebench_register_optimizers(register: Register) -> None:
+    """Register optimizers (``--optimizer NAME``): a paper's own update rule, without touching
+    the core.
+
+    ``factory(params, lr: float, <options>) -> torch.optim.Optimizer``: a ``torch.optim``
+    class fits as it is (the built-ins are ``torch.optim.Adam`` and friends). Every keyword
+    parameter after ``params`` and ``lr`` is an option (``--optimizer-option KEY=VALUE``,
+    ``-O``), checked by name; a bad value raises ``ValueError``. A parameter named
+    ``capturable`` is set to True under ``--cuda-graphs`` (an optimizer without one cannot be
+    captured, and the run says so before training). The optimizer's ``state_dict`` must hold
+    all its state: ``--resume`` restores it from there.
+    """
+
+
+@hookspec
+def vaebench_register_schedules(register: Register) -> None:
+    """Register learning-rate schedules (``--lr-schedule NAME``), stepped once per epoch.
+
+    ``factory(optimizer, <context>, <options>) -> scheduler``: a
+    ``torch.optim.lr_scheduler`` class fits as it is. Context: ``epochs`` (the most epochs
+    of the run) is passed when the factory declares it and the user gave no such option
+    (``CosineAnnealingLR``'s ``T_max`` defaults to it). Other keyword parameters are options
+    (``--schedule-option KEY=VALUE``, ``-S``). The scheduler offers ``step()`` (or
+    ``step(metric)`` when it declares ``metrics``: it then reads the validation figure early
+    stopping reads) and ``state_dict``/``load_state_dict`` for ``--resume``.
     """
 
 

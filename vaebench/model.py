@@ -151,6 +151,26 @@ class ModelSpec:
     latent_dim: int
     prior_options: dict[str, Any] = field(default_factory=dict)
     likelihood_options: dict[str, Any] = field(default_factory=dict)
+    arch_options: dict[str, Any] = field(default_factory=dict)  # -A, both halves of the family
+
+
+def build_family(
+    registry: Registry,
+    plugin: str,
+    input_shape: tuple[int, ...],
+    param_shape: tuple[int, ...],
+    latent_dim: int,
+    options: dict[str, Any],
+) -> tuple[nn.Module, nn.Module]:
+    """The encoder and decoder registered as ``plugin``, each given the ``-A`` options it
+    declares (the keys were checked against both when the run was resolved)."""
+    encoder = call_factory(
+        registry.get("encoder", plugin), input_shape, latent_dim, options=options, flag="-A"
+    )
+    decoder = call_factory(
+        registry.get("decoder", plugin), param_shape, latent_dim, options=options, flag="-A"
+    )
+    return encoder, decoder
 
 
 def build_model(
@@ -175,8 +195,9 @@ def build_model(
     param_shape = (
         tuple(likelihood.param_shape(shape)) if hasattr(likelihood, "param_shape") else shape
     )
-    encoder = registry.get("encoder", spec.plugin).factory(shape, latent)
-    decoder = registry.get("decoder", spec.plugin).factory(param_shape, latent)
+    encoder, decoder = build_family(
+        registry, spec.plugin, shape, param_shape, latent, spec.arch_options
+    )
     prior = call_factory(
         registry.get("prior", spec.prior),
         latent,

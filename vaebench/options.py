@@ -7,6 +7,7 @@ lists them. Nothing here imports torch.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from vaebench.errors import ConfigError
@@ -17,6 +18,9 @@ CONTEXT = (
     "encoder",
     "examples",
     "steps_per_epoch",
+    "lr",  # an optimizer's: --lr
+    "capturable",  # an optimizer's: set under --cuda-graphs
+    "epochs",  # a schedule's: the run's most epochs
 )  # passed by the core, not options
 
 
@@ -48,12 +52,28 @@ def check_option_keys(
             )
 
 
+SEQUENCE_HINTS = ("Iterable", "Sequence", "list", "tuple")
+
+
+def as_declared(params: Mapping[str, inspect.Parameter], options: dict[str, Any]) -> dict[str, Any]:
+    """A single value given for a parameter declared as a sequence, as a list of one
+    (``-S milestones=200`` for ``MultiStepLR(milestones: Iterable[int])``)."""
+    typed = dict(options)
+    for key, value in options.items():
+        hint = params[key].annotation if key in params else inspect.Parameter.empty
+        if hint is not inspect.Parameter.empty and not isinstance(value, (list, tuple, str)):
+            text = hint if isinstance(hint, str) else str(hint)
+            if any(word in text for word in SEQUENCE_HINTS):
+                typed[key] = [value]
+    return typed
+
+
 def call_factory(component: Any, *args: Any, options: dict[str, Any], flag: str, **context: Any):
     """Call a plugin factory with the context it declares and the options it declares."""
     names = option_names(component, len(args))
     params = inspect.signature(component.factory).parameters
     if names is not None:
-        options = {k: v for k, v in options.items() if k in names}
+        options = as_declared(params, {k: v for k, v in options.items() if k in names})
         context = {k: v for k, v in context.items() if k in params}
     try:
         return component.factory(*args, **context, **options)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vaebench.config import DATA_ENV, RunConfig
+from vaebench.config import DATA_ENV, RunConfig, flag
 from vaebench.errors import ConfigError
 from vaebench.options import call_factory, check_option_keys, option_names
 from vaebench.registry import Registry
@@ -25,6 +25,11 @@ def resolve_config(config: RunConfig, registry: Registry) -> RunConfig:
     """Check every name against the registry; apply the task; fill ``device`` and ``out``."""
     if config.task is None and config.data_root is not None:
         raise ConfigError("--data-root names where a --task finds its files; add --task NAME")
+    if config.recipe is not None and config.task is None:
+        raise ConfigError(
+            f"--recipe {config.recipe} is one of a task's recipes; add --task NAME "
+            "(vaebench tasks lists them)"
+        )
     if config.task is not None:
         from vaebench.tasks import get_task
 
@@ -46,6 +51,7 @@ def resolve_config(config: RunConfig, registry: Registry) -> RunConfig:
         ("prior", config.priors),
         ("model", config.models),
         ("tracker", config.track),
+        ("optimizer", [config.optimizer]),
     ):
         for name in names:
             registry.get(kind, name)
@@ -62,7 +68,63 @@ def resolve_config(config: RunConfig, registry: Registry) -> RunConfig:
     except ValueError as exc:
         raise ConfigError(f"--kernel {config.kernel}: {exc}") from None
     check_modes(config, device)
+    from vaebench.step import StepSettings
+
+    StepSettings.of(config, registry).check(config.epochs, config.cuda_graphs)
+    config = dataclasses.replace(config, warnings=contradictions(config) or None)
     return dataclasses.replace(config, device=device, out=str(config.out or default_out_dir()))
+
+
+def contradictions(config: RunConfig) -> str:
+    """Settings that do not stop a run but undo what one of them asks for, in one line each
+    (joined by ``; ``): the run starts with them printed, and every row records them."""
+    found = []
+    warmup = config.model_options.get("kl_warmup")
+    if isinstance(warmup, (int, float)) and warmup > config.epochs:
+        found.append(
+            f"-M kl_warmup={warmup:g} is longer than --epochs {config.epochs}: the model never "
+            "trains on the full ELBO"
+        )
+    milestones = config.schedule_options.get("milestones")
+    if config.lr_schedule == "multistep" and isinstance(milestones, list):
+        late = [m for m in milestones if isinstance(m, int) and m >= config.epochs]
+        if late:
+            found.append(
+                f"-S milestones {','.join(map(str, late))} fall at or after --epochs "
+                f"{config.epochs}: those rate changes never happen"
+            )
+    if config.patience > 0 and isinstance(warmup, (int, float)) and config.patience < warmup:
+        found.append(
+            f"--patience {config.patience} is shorter than -M kl_warmup={warmup:g}: the "
+            "validation -ELBO rises while the KL weight grows, which can stop training early"
+        )
+    return "; ".join(found)
+
+
+def resume_config(folder: Path, given: RunConfig) -> RunConfig:
+    """The config of the run in ``folder``, to continue it (``--resume``): read from its
+    ``config.json``, with its folder as ``out``. Only ``--quiet`` may be added; any other
+    flag would make the resumed models differ from the finished ones."""
+    from vaebench.io import read_json
+
+    extra = [name for name in given.given if name != "quiet"]
+    if extra:
+        raise ConfigError(
+            f"--resume continues {folder} as it was configured; drop {flag(extra[0])}"
+        )
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume {folder}: no config.json there; is it a vaebench run folder?")
+    try:
+        saved = read_json(path)
+        saved = {k: v for k, v in saved.items() if k not in ("out", "overwrite", "quiet")}
+        config = RunConfig(**saved, out=str(folder), quiet=given.quiet)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"--resume {folder}: its config.json is not this vaebench's ({exc}); resume it "
+            "with the version that started it"
+        ) from None
+    return config
 
 
 def check_modes(config: RunConfig, device: str) -> None:
@@ -89,6 +151,9 @@ def check_component_options(config: RunConfig, registry: Registry) -> None:
         call_factory(objective, options=config.model_options, flag="-M", steps_per_epoch=1)
     priors = [registry.get("prior", name) for name in config.priors]
     check_option_keys(priors, config.prior_options, "-P", 1)
+    for plugin in config.plugins:  # each family takes -A keys its encoder or decoder declares
+        halves = [registry.get(kind, plugin) for kind in ("encoder", "decoder")]
+        check_option_keys(halves, config.arch_options, "-A", 2)
     if config.likelihood != "auto":  # "auto" is checked once the data has chosen it
         likelihood = registry.get("likelihood", config.likelihood)
         check_option_keys([likelihood], config.likelihood_options, "-L", 1)

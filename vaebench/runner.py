@@ -27,6 +27,7 @@ from vaebench.io import (
     atomic_write_text,
     check_new_run_dir,
     environment,
+    read_json,
     write_json,
     write_results,
 )
@@ -155,27 +156,43 @@ class RunContext:
 
 
 def run(
-    config: RunConfig, registry: Registry, reporter: Reporter | None = None
+    config: RunConfig,
+    registry: Registry,
+    reporter: Reporter | None = None,
+    *,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Train and measure every model of a resolved ``config``; returns the result rows.
 
-    Rows are written after each model, so an interrupted run keeps every finished model.
+    Rows are written after each model, so an interrupted run keeps every finished model, and
+    each model's training state after each epoch (``training/<model>.pt``, removed once its
+    row is written). ``resume``: continue the run already in ``config.out``: finished models
+    keep their rows, an interrupted one continues from its last completed epoch.
     """
     reporter = reporter or Reporter()
-    check_new_run_dir(Path(config.out), overwrite=config.overwrite)
+    if not resume:
+        check_new_run_dir(Path(config.out), overwrite=config.overwrite)
     trackers = Trackers.build(config.track, registry, out=Path(config.out), uri=config.tracking_uri)
-    context = open_run(config, registry)
+    context = open_run(config, registry, resume=resume)
     out = context.out
     trackers.start(out.name, config.to_dict())
+    finished = finished_rows(out, context.seeded) if resume else {}
+    if finished and all(label in finished for label in planned_labels(context)):
+        return list(finished.values())  # nothing to resume: the finished run stays as it is
     rows: list[dict[str, Any]] = []
-    histories: dict[str, list[dict[str, float]]] = {}
+    histories: dict[str, list[dict[str, float]]] = read_json(out / "history.json", {}) or {}
     references: dict[tuple[Any, ...], dict[str, Any]] = {}  # fp32 eager rows by model and seed
     for seed in config.seed_list():
         for name, objective, plugin, prior, mode in context.grid():
-            with mode.numerics():
-                row, history = run_one(
-                    context, name, objective, plugin, prior, reporter, seed, mode
-                )
+            identity = start_row(context, name, objective, plugin, prior, seed, mode)
+            label = row_label(identity, context.seeded)
+            if label in finished:
+                row, history = finished[label], None
+            else:
+                with mode.numerics():
+                    row, history = run_one(
+                        context, name, objective, plugin, prior, reporter, seed, mode
+                    )
             same_model = (name, plugin, prior, seed)
             if mode.is_reference:
                 references[same_model] = row
@@ -186,16 +203,39 @@ def run(
                 histories[row_label(row, context.seeded)] = history
             write_results(out, rows)
             write_json(out / "history.json", histories)
+            training_state(context, row).unlink(missing_ok=True)
             reporter.finished(row)
-            trackers.log_model(model_record(row, history or [], out, registry, context.seeded))
+            if label not in finished:
+                trackers.log_model(model_record(row, history or [], out, registry, context.seeded))
     if trackers.active:
         finish_trackers(trackers, out, registry, reporter)
     return rows
 
 
-def open_run(config: RunConfig, registry: Registry) -> RunContext:
+def planned_labels(context: RunContext) -> list[str]:
+    """The label of every row the run's config asks for."""
+    return [
+        row_label(start_row(context, name, objective, plugin, prior, seed, mode), context.seeded)
+        for seed in context.config.seed_list()
+        for name, objective, plugin, prior, mode in context.grid()
+    ]
+
+
+def finished_rows(out: Path, seeded: bool) -> dict[str, dict[str, Any]]:
+    """The rows a resumed run keeps, by label: every model that reached a row (ok, diverged
+    or failed) is finished; only models without one train."""
+    rows = read_json(out / "results.json", []) or []
+    return {row_label(row, seeded): row for row in rows}
+
+
+def training_state(context: RunContext, row: dict[str, Any]) -> Path:
+    """Where a model's training state is kept between epochs (for ``--resume``)."""
+    return context.out / "training" / f"{row_stem(row, context.seeded)}.pt"
+
+
+def open_run(config: RunConfig, registry: Registry, *, resume: bool = False) -> RunContext:
     """The run's context, then its folder with the config, environment and task: bad data,
-    options or sizes fail before anything is written."""
+    options or sizes fail before anything is written. A resumed run keeps the files it has."""
     try:
         context = RunContext.resolve(config, registry)
     except (MemoryError, RuntimeError) as exc:
@@ -207,6 +247,8 @@ def open_run(config: RunConfig, registry: Registry) -> RunContext:
             "use smaller sizes"
         ) from None
     out = context.out
+    if resume:
+        return context
     if config.overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -342,6 +384,7 @@ def build(context: RunContext, row: dict[str, Any], mode: Mode) -> tuple[VAE, Mo
         config.latent_dim,
         config.prior_options,
         config.likelihood_options,
+        config.arch_options,
     )
     examples = context.dataset.x_train[:EXAMPLES_FOR_PRIORS]
     model = build_model(context.registry, spec, kernel_backend=config.kernel, examples=examples)
@@ -370,13 +413,14 @@ def train_stage(
             objective=objective,
             epochs=config.epochs,
             batch_size=config.batch_size,
-            settings=StepSettings.of(config),
+            settings=StepSettings.of(config, context.registry),
             seed=row["seed"],
             x_valid=context.x_valid,
             patience=config.patience,
             batch_transform=sample_binary if config.binarize == "dynamic" else None,
             on_step=reporter.advance,
             mode=mode,
+            state_path=training_state(context, row),
         )
     row.update(train_seconds=outcome.seconds, status=outcome.status)
     row.update(epochs_run=outcome.epochs_run, best_epoch=outcome.best_epoch)
@@ -419,7 +463,7 @@ def time_stage(
         context.x_train,
         batch=context.timing_batch.shape[0],
         curve=config.timing_batch_sizes,
-        settings=StepSettings.of(config),
+        settings=StepSettings.of(config, context.registry),
         min_run_time=config.timing_min_time,
         mode=mode,
     )

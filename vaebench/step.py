@@ -5,45 +5,123 @@ and fp16 paths alike).
 
 Adding a setting the step uses (``grad_clip`` is the worked example) is a field in
 ``config.py`` and a field here, read where the step uses it; ``StepSettings.of`` copies it
-from the config by name.
+from the config by name. The optimizer and the learning-rate schedule are plugins
+(``vaebench_register_optimizers``/``_schedules``): ``torch.optim`` classes, declared options
+and all, register as they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from vaebench.errors import ConfigError
 from vaebench.model import VAE, Objective
-from vaebench.modes import Mode, Snapshot, compile_options
+from vaebench.modes import EAGER, Mode, Snapshot, compile_options
+from vaebench.options import call_factory, check_option_keys
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (PyTorch's recipe)
 
 
+NO_SCHEDULE = "none"
+
+
 @dataclass(frozen=True)
 class StepSettings:
-    """What the training step reads from the run's config (same names as its fields)."""
+    """What the training step reads from the run's config (same names as its fields); the
+    optimizer and schedule are registered components (None: Adam, no schedule)."""
 
     lr: float = 2e-3
     grad_clip: float = 0.0  # largest global L2 norm of the gradients; 0: no clipping
+    optimizer: Any = None  # a registry Component of kind "optimizer"; None: torch.optim.Adam
+    optimizer_options: Mapping[str, Any] = field(default_factory=dict)
+    lr_schedule: Any = None  # a registry Component of kind "schedule"; None: a constant rate
+    schedule_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, config: Any) -> StepSettings:
-        """The step's settings from a ``RunConfig`` (or anything with these attributes)."""
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+    def of(cls, config: Any, registry: Any) -> StepSettings:
+        """The step's settings from a ``RunConfig``, its components from ``registry``."""
+        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+        values["optimizer"] = registry.get("optimizer", config.optimizer)
+        if config.lr_schedule != NO_SCHEDULE:
+            values["lr_schedule"] = registry.get("schedule", config.lr_schedule)
+        else:
+            values["lr_schedule"] = None
+        return cls(**values)
+
+    def check(self, epochs: int, mode_graphs: bool = False) -> None:
+        """Build the optimizer and schedule once on a stand-in parameter, so an unknown key or
+        a bad value stops the run before training (``ConfigError`` naming the flag)."""
+        stand_in = torch.nn.Linear(1, 1)
+        for component, options, flag in (
+            (self.optimizer, self.optimizer_options, "-O"),
+            (self.lr_schedule, self.schedule_options, "-S"),
+        ):
+            if component is not None:
+                check_option_keys([component], dict(options), flag, 1)
+        capturable = self.optimizer is None or (
+            "capturable" in inspect.signature(self.optimizer.factory).parameters
+        )
+        if mode_graphs and not capturable:
+            raise ConfigError(
+                f"--cuda-graphs needs an optimizer with a capturable step; "
+                f"'{self.optimizer.name}' has none: use adam, adamw, adamax or rmsprop"
+            )
+        if mode_graphs and self.lr_schedule is not None:
+            raise ConfigError(
+                "--cuda-graphs bakes the learning rate into the captured step; "
+                "a --lr-schedule would never reach it: drop one of them"
+            )
+        build_schedule(build_optimizer(stand_in, self, EAGER), self, epochs)
 
 
-DEFAULTS = StepSettings()  # Adam at the default learning rate, no clipping
+DEFAULTS = StepSettings()  # Adam at the default learning rate, no clipping, no schedule
 
 
-def build_optimizer(model: torch.nn.Module, settings: StepSettings, mode: Mode) -> torch.optim.Adam:
-    """Adam over the model's parameters; a captured step keeps its step count on the device
-    (``capturable=True``)."""
-    return torch.optim.Adam(model.parameters(), lr=settings.lr, capturable=mode.cuda_graphs)
+def build_optimizer(
+    model: torch.nn.Module, settings: StepSettings, mode: Mode
+) -> torch.optim.Optimizer:
+    """The optimizer over the model's parameters; a captured step keeps its step count on the
+    device (``capturable=True``). List options become tuples (``betas``)."""
+    if settings.optimizer is None:
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, capturable=mode.cuda_graphs)
+    options = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in settings.optimizer_options.items()
+    }
+    context = {"capturable": True} if mode.cuda_graphs else {}
+    return call_factory(
+        settings.optimizer,
+        model.parameters(),
+        lr=settings.lr,
+        options=options,
+        flag="-O",
+        **context,
+    )
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, settings: StepSettings, epochs: int) -> Any:
+    """The learning-rate schedule on ``optimizer`` (None for a constant rate), stepped by the
+    loop once per epoch; ``epochs`` is handed to a schedule that declares it."""
+    if settings.lr_schedule is None:
+        return None
+    return call_factory(
+        settings.lr_schedule,
+        optimizer,
+        options=dict(settings.schedule_options),
+        flag="-S",
+        epochs=epochs,
+    )
+
+
+def reads_metric(schedule: Any) -> bool:
+    """A schedule stepped on the validation figure (``ReduceLROnPlateau.step(metrics)``)."""
+    return "metrics" in inspect.signature(schedule.step).parameters
 
 
 def build_step(

@@ -223,11 +223,36 @@ def print_tasks(tasks: list[Any], as_json: bool) -> None:
             ", ".join(f"{k}={_text(v)}" for k, v in task.protocol.items()),
             ", ".join(task.files.values()),
             str(len(task.references)),
+            ", ".join(task.recipes) or "–",
         ]
         for task in tasks
     ]
-    headers = ["task", "description", "protocol", "files (in --data-root)", "references"]
+    headers = ["task", "description", "protocol", "files (in --data-root)", "references", "recipes"]
     stdout().print(plain_table("Benchmark tasks (vaebench run --task NAME)", headers, rows))
+    recipes = [
+        [f"{task.name} --recipe {recipe.name}", recipe.description, _reproduces(task, recipe.name)]
+        for task in tasks
+        for recipe in task.recipes.values()
+    ]
+    if recipes:
+        headers = ["run", "what it sets", "reproduces"]
+        stdout().print(
+            plain_table("Recipes (vaebench run --task NAME --recipe RECIPE)", headers, recipes)
+        )
+
+
+def _reproduces(task: Any, recipe: str) -> str:
+    """The published figures a recipe reruns: literature, and a peer's reproduction."""
+    from vaebench.schema import column
+
+    found = []
+    for ref in task.references:
+        if ref.recipe == recipe:
+            figure = f"{column(ref.metric).title} {ref.value:g}"
+            if ref.reproduction is not None:
+                figure += f" (reproduced: {ref.reproduction:g})"
+            found.append(figure)
+    return "; ".join(found) or "–"
 
 
 def print_plugins(rows: list[dict[str, str]], as_json: bool) -> None:

@@ -43,9 +43,20 @@ class Reference:
     source: str
     samples: int | None = None  # K of the importance-weighted estimate, when there is one
     note: str = ""
+    recipe: str = ""  # the task's recipe that reruns it (vaebench run --recipe NAME)
+    reproduction: float | None = None  # a peer's own rerun of it, where published
+    reproduction_source: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("model", "architecture", "source", "note"):
+        if self.reproduction is not None and (
+            isinstance(self.reproduction, bool)
+            or not isinstance(self.reproduction, (int, float))
+            or not math.isfinite(self.reproduction)
+        ):
+            raise ValueError(f"reference reproduction must be a number, got {self.reproduction!r}")
+        if (self.reproduction is None) != (not self.reproduction_source):
+            raise ValueError("a reference's reproduction needs its reproduction_source, and back")
+        for name in ("model", "architecture", "source", "note", "recipe", "reproduction_source"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"reference {name} must be text, got {getattr(self, name)!r}")
         if self.metric not in METRICS:
@@ -69,6 +80,43 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """Every setting that produced a published figure, runnable: ``--recipe NAME`` applies
+    ``settings`` (run option keys, as in a sweep file) over the task's. ``unconfirmed`` lists
+    what its source leaves open or vaebench cannot do alike, so a gap can be explained."""
+
+    name: str
+    description: str
+    source: str
+    settings: Mapping[str, Any]
+    unconfirmed: tuple[str, ...] = ()
+
+
+def merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``; ``KEY=VALUE`` option tables merge key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = (
+            {**below, **value} if isinstance(value, dict) and isinstance(below, dict) else value
+        )
+    return out
+
+
+def changed(settings: Mapping[str, Any], config: RunConfig, keys: Any) -> list[str]:
+    """The ``keys`` of ``settings`` whose value in ``config`` differs (options: per key)."""
+    found = []
+    for key in sorted(keys):
+        value, final = settings[key], getattr(config, key)
+        if isinstance(value, dict):
+            if any(final.get(k) != v for k, v in value.items()):
+                found.append(key)
+        elif final != value:
+            found.append(key)
+    return found
+
+
+@dataclass(frozen=True)
 class Task:
     """One benchmark protocol. ``files`` maps a role (train, valid, test, ...) to a file name."""
 
@@ -85,31 +133,50 @@ class Task:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     references: tuple[Reference, ...] = ()
     source: str = ""  # the TOML file it was read from
+    recipes: Mapping[str, Recipe] = dataclasses.field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return f"{self.name}@{self.version}"
 
     def apply(self, config: RunConfig) -> RunConfig:
-        """``config`` with the task's settings where the user chose none, and its protocol
-        string naming every protocol setting the user changed."""
+        """``config`` with the task's settings where the user chose none: its suggestions,
+        then its protocol, then the recipe's (``--recipe``); the user's flags win over all.
+        The protocol string names every protocol setting the run changed (by recipe or
+        flag), the recipe string every recipe setting a flag changed."""
         clash = {"dataset", "dataset_options", "valid_fraction"} & set(config.given)
         if clash:
             name = sorted(clash)[0]
             raise ConfigError(f"--task {self.name} fixes its data and splits; drop {flag(name)}")
-        settings = {**self.defaults, **self.protocol}
+        recipe = self.recipe(config.recipe)
+        settings = merged(merged(self.defaults, self.protocol), recipe.settings if recipe else {})
         chosen = {k: v for k, v in settings.items() if k not in config.given}
         for key, value in settings.items():  # KEY=VALUE options: the user's keys win, per key
             if key in config.given and isinstance(value, dict):
                 chosen[key] = {**value, **getattr(config, key)}
-        modified = [
-            k
-            for k in sorted(config.given)
-            if (k in self.protocol and getattr(config, k) != self.protocol[k])
-            or (k == "likelihood_options" and "likelihood" in self.protocol)
-        ]
+        final = dataclasses.replace(config, **chosen)
+        modified = changed(self.protocol, final, self.protocol)
+        if "likelihood_options" in config.given and "likelihood" in self.protocol:
+            modified = sorted({*modified, "likelihood_options"})
         protocol = self.id + (f" (modified: {', '.join(modified)})" if modified else "")
-        return dataclasses.replace(config, **chosen, dataset=self.name, protocol=protocol)
+        recipe_run = None
+        if recipe is not None:
+            own = changed(recipe.settings, final, set(recipe.settings) & set(config.given))
+            recipe_run = recipe.name + (f" (modified: {', '.join(own)})" if own else "")
+        return dataclasses.replace(
+            final, dataset=self.name, protocol=protocol, recipe_run=recipe_run
+        )
+
+    def recipe(self, name: str | None) -> Recipe | None:
+        """The recipe ``name`` (None: none asked for); an unknown one names those there are."""
+        if name is None:
+            return None
+        if name not in self.recipes:
+            there = ", ".join(self.recipes) or "none"
+            raise ConfigError(
+                f"--recipe {name}: task {self.name} has no such recipe; it has {there}"
+            )
+        return self.recipes[name]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,15 +214,42 @@ def task_from_mapping(data: Mapping[str, Any], source: str) -> Task:
             defaults=checked(_table(data, "defaults", source), f"{source} [defaults]"),
             references=tuple(references),
             source=source,
+            recipes=_recipes(data, source),
         )
     except KeyError as exc:
         raise ConfigError(f"{source}: missing {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
     fixed = {"task", "data_root", "dataset", "dataset_options", "valid_fraction"}
-    for key in fixed & (set(task.protocol) | set(task.defaults)):
+    recipe_keys = {k for recipe in task.recipes.values() for k in recipe.settings}
+    for key in fixed & (set(task.protocol) | set(task.defaults) | recipe_keys):
         raise ConfigError(f"{source}: '{key}' is fixed by the task's [data] table, not a setting")
+    for ref in task.references:
+        if ref.recipe and ref.recipe not in task.recipes:
+            raise ConfigError(f"{source}: a reference names recipe '{ref.recipe}', not defined")
     return task
+
+
+def _recipes(data: Mapping[str, Any], source: str) -> dict[str, Recipe]:
+    recipes = {}
+    for name, table in _table(data, "recipes", source).items():
+        where = f"{source} [recipes.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table")
+        settings = checked(_table(table, "settings", where), f"{where} settings")
+        if "recipe" in settings or "task" in settings:
+            raise ConfigError(f"{where}: a recipe cannot name a task or another recipe")
+        unconfirmed = table.get("unconfirmed", [])
+        if not isinstance(unconfirmed, list) or not all(isinstance(u, str) for u in unconfirmed):
+            raise ConfigError(f"{where}: unconfirmed must be a list of text")
+        recipes[name] = Recipe(
+            name,
+            str(table.get("description", "")),
+            str(table["source"]),
+            settings,
+            tuple(unconfirmed),
+        )
+    return recipes
 
 
 def task_from_file(path: str | Path) -> Task:
@@ -223,33 +317,47 @@ def references_of(task: Mapping[str, Any], source: str) -> list[Reference]:
         raise ConfigError(f"{source}: references: {exc}") from None
 
 
-LITERATURE_HEADERS = ("", "model", "architecture", "K", "figure", "value", "source")
+LITERATURE_HEADERS = ("", "model", "architecture", "K", "figure", "value", "this run −", "source")
+
+
+def recipe_name(row: Mapping[str, Any]) -> str:
+    """The recipe a row ran (its ``recipe`` column without the modifications), or ""."""
+    return str(row.get("recipe_run") or "").split(" ")[0]
 
 
 def literature_rows(refs: list[Reference], rows: list[Mapping[str, Any]]) -> list[list[str]]:
-    """Published figures, then this run's rows on the same figures: one table, each line
-    labelled ``literature`` or ``this run``, so nobody mistakes one for the other."""
+    """Published figures, a peer's own reproduction where one is published, then this run's
+    rows on the same figures: one table, each line labelled ``literature``, ``reproduction``
+    or ``this run``, so nobody mistakes one for the other. When the run ran a reference's
+    recipe, the reference's lines show this run's figure minus theirs."""
     from vaebench.schema import column, row_label
 
+    ok = [row for row in rows if row.get("status") == "ok"]
     lines = []
     for ref in refs:
+        col = column(ref.metric)
+        mine = [r.get(ref.metric) for r in ok if ref.recipe and recipe_name(r) == ref.recipe]
+        mine = [m for m in mine if isinstance(m, (int, float)) and math.isfinite(m)]
+
+        def delta(value: float, mine: list[float] = mine) -> str:
+            return f"{mine[0] - value:+.2f}" if len(mine) == 1 else ""
+
         note = f" ({ref.note})" if ref.note else ""
+        recipe = f" [recipe {ref.recipe}]" if ref.recipe else ""
+        k = "" if ref.samples is None else str(ref.samples)
         lines.append(
-            [
-                "literature",
-                ref.model,
-                ref.architecture,
-                "" if ref.samples is None else str(ref.samples),
-                column(ref.metric).title,
-                column(ref.metric).format(ref.value),
-                ref.source + note,
-            ]
-        )
+            ["literature", ref.model, ref.architecture, k, col.title, col.format(ref.value),
+             delta(ref.value), ref.source + note + recipe]
+        )  # fmt: skip
+        if ref.reproduction is not None:
+            lines.append(
+                ["reproduction", ref.model, ref.architecture, k, col.title,
+                 col.format(ref.reproduction), delta(ref.reproduction), ref.reproduction_source]
+            )  # fmt: skip
     for metric in dict.fromkeys(ref.metric for ref in refs):
         col = column(metric)
-        for row in rows:
-            if row.get("status") != "ok":
-                continue
+        for row in ok:
+            recipe = recipe_name(row)
             lines.append(
                 [
                     "this run",
@@ -258,7 +366,9 @@ def literature_rows(refs: list[Reference], rows: list[Mapping[str, Any]]) -> lis
                     str(row.get("iw_samples", "")) if metric in ("iw_nll", "bpd") else "",
                     col.title,
                     col.format(row.get(metric)),
-                    str(row.get("protocol") or ""),
+                    "",
+                    str(row.get("protocol") or "")
+                    + (f", recipe {row['recipe_run']}" if recipe else ""),
                 ]
             )
     return lines
