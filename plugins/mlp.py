@@ -34,7 +34,7 @@ INITS = ("default", "he", "glorot")
 
 def widths(hidden: int | Sequence[int]) -> tuple[int, ...]:
     """``hidden`` as a tuple of layer widths, each a whole number >= 1 (at least one layer)."""
-    layers = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    layers = tuple(hidden) if isinstance(hidden, (list, tuple)) else (hidden,)
     if not layers or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in layers):
         raise ValueError(f"hidden must be widths >= 1, one or a comma list, got {hidden!r}")
     return layers

@@ -35,6 +35,7 @@ class AdamNormGrad(torch.optim.Adam):
             weight_decay=weight_decay,
             capturable=capturable,
         )
+        self.defaults["norm_eps"] = norm_eps  # groups added later get it too
         for group in self.param_groups:
             group.setdefault("norm_eps", norm_eps)
 

@@ -33,7 +33,7 @@ def save_checkpoint(path: Path, model: VAE, spec: ModelSpec, examples: torch.Ten
         "format": FORMAT,
         "spec": dataclasses.asdict(spec),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "examples": examples.detach().cpu(),
+        "examples": examples.detach().cpu().clone(),  # a view would save its whole split
     }
     atomic_torch_save(path, payload)
 

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument(
+        "--options",
+        action="store_true",
+        help="also list each component's declared options (-A, -P, -L, -D, -M, -O, -S keys); "
+        "imports every factory",
+    )
 
     tasks = commands.add_parser(
         "tasks",
@@ -170,7 +176,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from vaebench.present.console import print_plugins
     from vaebench.registry import load_registry
 
-    print_plugins(load_registry().rows(), args.json)
+    print_plugins(load_registry().rows(options=args.options), args.json)
     return 0
 
 

@@ -21,6 +21,7 @@ CONTEXT = (
     "lr",  # an optimizer's: --lr
     "capturable",  # an optimizer's: set under --cuda-graphs
     "epochs",  # a schedule's: the run's most epochs
+    "last_epoch",  # a schedule's: --resume restores it from the schedule's state
 )  # passed by the core, not options
 
 

@@ -208,18 +208,43 @@ class Registry:
         """Names usable with ``--plugins``: those with both an encoder and a decoder."""
         return sorted(set(self.components["encoder"]) & set(self.components["decoder"]))
 
-    def rows(self) -> list[dict[str, str]]:
-        return [
-            {
-                "kind": c.kind,
-                "name": c.name,
-                "distribution": c.owner.distribution,
-                "version": c.owner.version,
-                "plugin": c.owner.plugin,
-            }
-            for kind in KINDS
-            for c in sorted(self.components[kind].values(), key=lambda c: c.name)
-        ]
+    def rows(self, *, options: bool = False) -> list[dict[str, str]]:
+        """One row per component; ``options``: with the option keys its factory declares
+        (this imports every factory, torch included)."""
+        rows = []
+        for kind in KINDS:
+            for c in sorted(self.components[kind].values(), key=lambda c: c.name):
+                row = {
+                    "kind": c.kind,
+                    "name": c.name,
+                    "distribution": c.owner.distribution,
+                    "version": c.owner.version,
+                    "plugin": c.owner.plugin,
+                }
+                if options:
+                    row["options"] = declared_options(c)
+                rows.append(row)
+        return rows
+
+
+# Positional parameters before a kind's options (vaebench.hookspecs): the rest are options.
+OPTION_POSITIONS = {
+    "encoder": 2, "decoder": 2, "prior": 1, "likelihood": 1, "dataset": 0, "model": 0,
+    "optimizer": 1, "schedule": 1,
+}  # fmt: skip
+
+
+def declared_options(component: Component) -> str:
+    """The option keys of a component's factory, in words ("–": none; "any": **kwargs)."""
+    from vaebench.options import option_names
+
+    if component.kind not in OPTION_POSITIONS:
+        return ""
+    try:
+        names = option_names(component, OPTION_POSITIONS[component.kind])
+    except (PluginError, TypeError, ValueError):
+        return "?"
+    return "any" if names is None else ", ".join(names) or "–"
 
 
 def load_registry(*, entry_points: bool = True) -> Registry:

@@ -86,6 +86,8 @@ def contradictions(config: RunConfig) -> str:
             "trains on the full ELBO"
         )
     milestones = config.schedule_options.get("milestones")
+    if isinstance(milestones, int):
+        milestones = [milestones]
     if config.lr_schedule == "multistep" and isinstance(milestones, list):
         late = [m for m in milestones if isinstance(m, int) and m >= config.epochs]
         if late:

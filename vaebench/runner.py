@@ -4,6 +4,7 @@ classifier), then ``run_one`` per (model, plugin, prior): build, train, evaluate
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import shutil
@@ -33,7 +34,7 @@ from vaebench.io import (
 )
 from vaebench.kernels import resolve_backend, triton_available
 from vaebench.loading import combined_digest, data_digests, load_dataset
-from vaebench.model import VAE, ModelSpec, Objective, build_model
+from vaebench.model import VAE, ModelSpec, Objective, build_family, build_model
 from vaebench.modes import EAGER, Mode, peak_memory_mb
 from vaebench.options import call_factory, check_option_keys
 from vaebench.registry import Registry
@@ -203,7 +204,7 @@ def run(
                 histories[row_label(row, context.seeded)] = history
             write_results(out, rows)
             write_json(out / "history.json", histories)
-            training_state(context, row).unlink(missing_ok=True)
+            drop_training_state(training_state(context, row))
             reporter.finished(row)
             if label not in finished:
                 trackers.log_model(model_record(row, history or [], out, registry, context.seeded))
@@ -231,6 +232,13 @@ def finished_rows(out: Path, seeded: bool) -> dict[str, dict[str, Any]]:
 def training_state(context: RunContext, row: dict[str, Any]) -> Path:
     """Where a model's training state is kept between epochs (for ``--resume``)."""
     return context.out / "training" / f"{row_stem(row, context.seeded)}.pt"
+
+
+def drop_training_state(path: Path) -> None:
+    """A finished model's training state is no longer needed (its folder goes when empty)."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def open_run(config: RunConfig, registry: Registry, *, resume: bool = False) -> RunContext:
@@ -493,10 +501,17 @@ def check_options(config: RunConfig, registry: Registry, dataset: Dataset, likel
         check_option_keys([component], config.likelihood_options, "-L", 1)
     call_factory(component, shape, options=config.likelihood_options, flag="-L")
     priors = [registry.get("prior", prior) for prior in config.priors]
-    try:  # a VampPrior needs an encoder; a broken encoder fails its own models later
-        encoder = registry.get("encoder", config.plugins[0]).factory(shape, config.latent_dim)
-    except Exception:
-        encoder = None
+    encoder = None
+    for plugin in config.plugins:  # a bad -A value stops the run here, like -L and -P
+        try:
+            built, _ = build_family(
+                registry, plugin, shape, shape, config.latent_dim, config.arch_options
+            )
+        except ConfigError:
+            raise
+        except Exception:  # a broken family fails its own models later, with a status
+            continue
+        encoder = encoder or built  # a VampPrior needs an encoder
     context = {"input_shape": shape, "encoder": encoder, "examples": dataset.x_train[:8]}
     for component in priors:
         try:

@@ -94,7 +94,12 @@ class Column:
 
 # The run options every row records: declared once, with the option (``Option.column``).
 CONFIG_SETTINGS = tuple(
-    Column(name, meta(name).column, "setting", f"{meta(name).help} ({flag(name)})")
+    Column(
+        name,
+        meta(name).column,
+        "setting",
+        f"{meta(name).help} ({'set by vaebench' if meta(name).internal else flag(name)})",
+    )
     for name in ROW_SETTINGS
 )
 

@@ -78,7 +78,23 @@ class StepSettings:
                 "--cuda-graphs bakes the learning rate into the captured step; "
                 "a --lr-schedule would never reach it: drop one of them"
             )
-        build_schedule(build_optimizer(stand_in, self, EAGER), self, epochs)
+        if self.lr_schedule is None and self.schedule_options:
+            key = next(iter(self.schedule_options))
+            raise ConfigError(f"-S {key}: no --lr-schedule is set; name one, or drop -S")
+        optimizer = build_optimizer(stand_in, self, EAGER)
+        try:  # a schedule reads some options only when stepped: step it once
+            schedule = build_schedule(optimizer, self, epochs)
+            if schedule is not None:
+                optimizer.step()
+                if reads_metric(schedule):
+                    schedule.step(0.0)
+                else:
+                    schedule.step()
+        except (TypeError, ValueError) as exc:
+            name = self.lr_schedule.name if self.lr_schedule is not None else "none"
+            raise ConfigError(
+                f"-S: schedule '{name}' cannot run with {dict(self.schedule_options)}: {exc}"
+            ) from None
 
 
 DEFAULTS = StepSettings()  # Adam at the default learning rate, no clipping, no schedule

@@ -269,8 +269,9 @@ class TrainingState:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            why = (str(exc).splitlines() or [""])[0][:120]  # torch's messages run to pages
             raise VaebenchError(
-                f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
+                f"{path}: unreadable training state ({type(exc).__name__}: {why}); "
                 "delete it to train this model from the start"
             ) from None
         if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:

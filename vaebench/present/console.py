@@ -260,6 +260,8 @@ def print_plugins(rows: list[dict[str, str]], as_json: bool) -> None:
         print(json.dumps(rows, indent=2))
         return
     headers = ["kind", "name", "distribution", "version", "plugin"]
+    if rows and "options" in rows[0]:
+        headers.append("options")
     stdout().print(
         plain_table("vaebench components", headers, [[r[h] for h in headers] for r in rows])
     )
