@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import vaebench
-from tests.helpers import FAST_CLI
+from tests.helpers import FAST_CLI, run_cli
 from vaebench.config import RunConfig
 from vaebench.errors import ConfigError
 from vaebench.plugins.conv import ConvDecoder, ConvEncoder
@@ -585,3 +585,15 @@ def test_a_key_the_third_party_family_does_not_declare_is_refused(tiny_registry,
         f"-A {key}: not an option of encoder 'tiny', decoder 'tiny'; accepted: width, bias"
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_vaebench_plugins_lists_the_declared_options_on_request():
+    listed = json.loads(run_cli("plugins", "--json", "--options").stdout)
+    options = {(r["kind"], r["name"]): r["options"] for r in listed}
+    assert options["encoder", "mlp"] == "hidden, activation, gated, init, logvar_min, logvar_max"
+    assert options["decoder", "conv"] == "channels, depth"
+    assert "norm_eps" in options["optimizer", "adamnormgrad"]
+    assert "lr" not in options["optimizer", "adam"].split(", ")  # --lr is its own flag
+    assert options["schedule", "multistep"] == "milestones, gamma"  # last_epoch: resume's
+    plain = json.loads(run_cli("plugins", "--json").stdout)
+    assert "options" not in plain[0]  # without --options no factory is imported
