@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import FAST_CLI, Recorded, tiny_vae
+from tests.helpers import FAST_CLI, Recorded, run_cli, tiny_vae
 from vaebench.config import RunConfig, parse_pairs
 from vaebench.errors import ConfigError
 from vaebench.modes import EAGER
@@ -526,3 +526,27 @@ def test_a_single_late_milestone_is_a_contradiction_too():
 
     config = RunConfig(lr_schedule="multistep", schedule_options={"milestones": 5}, epochs=2)
     assert "milestones 5 fall at or after --epochs 2" in contradictions(config)
+
+
+@pytest.mark.parametrize(
+    "modes",
+    [
+        ("--precision", "fp32,bf16,fp16"),
+        pytest.param(("--compile", "default"), marks=pytest.mark.slow),
+    ],
+)
+def test_optimizer_plugins_and_schedules_run_in_every_mode_the_cpu_has(tmp_path, modes):
+    """AdamNormGrad, a schedule and clipping in each precision (fp16: after the scaler
+    unscales) and compiled: every row trains, and every row's rates follow the schedule."""
+    out = tmp_path / "run"
+    result = run_cli(
+        "run", *FAST_CLI, "--optimizer", "adamnormgrad", "--lr-schedule", "exponential",
+        "-S", "gamma=0.5", "--grad-clip", "1.0", *modes, "--out", str(out), "-q",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())
+    assert rows and all(r["status"] == "ok" for r in rows)
+    histories = json.loads((out / "history.json").read_text())
+    assert len(histories) == len(rows)
+    for history in histories.values():
+        assert [h["lr"] for h in history] == pytest.approx([2e-3, 1e-3])

@@ -80,11 +80,13 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_figures(tmp_path
     assert not (broken / "training").exists()  # the finished model's state is dropped
 
 
-def test_train_continues_from_its_state_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16: the scaler's state too
+def test_train_continues_from_its_state_bit_for_bit(tmp_path, precision):
     """In process: an interruption after epoch 2 (a KeyboardInterrupt from the loop), then
     the same call again, equals one uninterrupted call: weights, history, best epoch."""
     from tests.helpers import TINY_SHAPE, tiny_vae
     from vaebench.data import sample_binary
+    from vaebench.modes import Mode
     from vaebench.registry import load_registry
     from vaebench.step import StepSettings
 
@@ -114,11 +116,13 @@ def test_train_continues_from_its_state_bit_for_bit(tmp_path):
             if stop_at is not None and len(steps) == stop_at:
                 raise KeyboardInterrupt
 
-        outcome = train(
-            model, x, objective=objective, epochs=5, batch_size=16, settings=settings,
-            seed=7, x_valid=x_valid, batch_transform=sample_binary, on_step=on_step,
-            state_path=state_path,
-        )  # fmt: skip
+        mode = Mode(precision)
+        with mode.numerics():
+            outcome = train(
+                model, x, objective=objective, epochs=5, batch_size=16, settings=settings,
+                seed=7, x_valid=x_valid, batch_transform=sample_binary, on_step=on_step,
+                state_path=state_path, mode=mode,
+            )  # fmt: skip
         return model, outcome
 
     reference, expected = fit(None)
