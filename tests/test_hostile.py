@@ -1049,3 +1049,33 @@ class TestSignals:
         assert len(rows) == 2 and rows[1].startswith("vae,mlp,normal,fp32,none,ok,"), rows
         assert checkpoints, "the finished model saved no checkpoint"
         assert_kept(checkpoints, out / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--seed", "99999999999999999999999"),
+        ("--seed", str(2**63)),
+        ("--seeds", f"1,{2**70}"),
+    ],
+)
+def test_a_seed_torch_cannot_take_is_refused_up_front(tmp_path, args):
+    """torch.manual_seed takes a signed 64-bit integer: a larger seed used to train, then
+    fail the model ("Overflow when unpacking long long") with files left behind."""
+    out = tmp_path / "run"
+    result = run_cli("run", *args, "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "must" in result.stderr
+    assert str(2**63) in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_a_sweep_file_seed_out_of_range_is_refused():
+    from vaebench.config import RunConfig
+    from vaebench.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"sweep\.toml: seeds: must each be < 9223372036854775808"
+    ):
+        RunConfig.from_mapping({"seeds": [0, 2**64]}, "sweep.toml")
+    assert RunConfig.from_mapping({"seed": 2**63 - 1}, "sweep.toml").seed == 2**63 - 1

@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 BINARIZE = ("none", "static", "dynamic")
+SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit integer
 DATA_ENV = "VAEBENCH_DATA"  # where tasks find their files when --data-root is not given
 
 
@@ -81,8 +82,8 @@ class RunConfig:
     lr_schedule: str = option("none", "learning-rate schedule, stepped once per epoch: none, multistep, exponential, cosine, plateau (torch.optim.lr_scheduler), or a plugin's", column="lr schedule")
     schedule_options: dict[str, Any] = option({}, "option of the schedule, e.g. -S milestones=200,350 -S gamma=0.5 (multistep), -S factor=0.5 (plateau); the scheduler class's own keywords", flag="schedule-option", short="-S", column="schedule options")
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this before each optimizer step (torch.nn.utils.clip_grad_norm_; fp16: after unscaling); 0: no clipping", low=0, column="grad clip")
-    seed: int = option(0, "random seed", low=0)
-    seeds: list[int] = option([], "run every model once per seed (a row each; tables show mean ± std, compare tests significance); replaces --seed", aliases=("seed_list",))
+    seed: int = option(0, "random seed", low=0, below=SEED_LIMIT)
+    seeds: list[int] = option([], "run every model once per seed (a row each; tables show mean ± std, compare tests significance); replaces --seed", aliases=("seed_list",), below=SEED_LIMIT)
     device: str = option("auto", "where to run", choices=DEVICES, column="device")
     kernel: str = option("auto", "reparameterization + KL backend", choices=BACKENDS, aliases=("kernel_backend",))
     precision: list[str] = option(["fp32"], "precisions to run each model in (a row each): fp32; bf16, fp16 (autocast, fp16 with a gradient scaler); tf32 (CUDA matmuls)", choices=PRECISIONS, aliases=("precisions",))
@@ -216,13 +217,16 @@ def check(name: str, value: Any) -> Any:
         if spec.low is not None and (value < spec.low or (spec.above and value == spec.low)):
             raise ValueError(f"must be {'>' if spec.above else '>='} {spec.low:g}, got {value!r}")
         if spec.below is not None and value >= spec.below:
-            raise ValueError(f"must be < {spec.below:g}, got {value!r}")
+            raise ValueError(f"must be < {_bound(spec.below)}, got {value!r}")
     elif kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")
     elif kind == list[int]:
         empty_ok = value == [] and FIELDS[name].default_factory() == []  # "[]": the default
         value = [] if empty_ok else _whole_numbers(value, int(spec.low or 0))
+        too_big = [v for v in value if spec.below is not None and v >= spec.below]
+        if too_big:
+            raise ValueError(f"must each be < {_bound(spec.below)}, got {too_big[0]}")
     elif kind == list[str]:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
@@ -240,6 +244,11 @@ def check(name: str, value: Any) -> Any:
             if item not in spec.choices:
                 raise ValueError(f"'{item}' is not one of: {', '.join(spec.choices)}")
     return value
+
+
+def _bound(value: float) -> str:
+    """A bound as users write it: 2**63 as an integer, 0.5 as 0.5."""
+    return str(int(value)) if float(value).is_integer() and abs(value) >= 1e6 else f"{value:g}"
 
 
 def _option_value(value: Any) -> bool:
