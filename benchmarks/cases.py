@@ -15,7 +15,7 @@ GPU_SIZES: tuple[tuple[int, int], ...] = ((4096, 64), (65536, 128), (262144, 256
 CPU_SIZES: tuple[tuple[int, int], ...] = ((4096, 64), (65536, 128))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # (label, backend, keyword arguments): a variant's arguments go to the internal entry point
-# ``reparameterize_kl_variant`` (triton only), the rest to the public ``reparameterize_kl``.
+# ``benchmarks.kernel_variants.reparameterize_kl_variant`` (triton only), the rest to the public ``reparameterize_kl``.
 VARIANTS: tuple[tuple[str, str, dict], ...] = (
     ("torch", "torch", {}),
     ("compile", "compile", {}),
@@ -64,7 +64,7 @@ def make_step(case: Case, backend: str, direction: str, **kwargs) -> Callable[[]
     """A closure running one forward (no autograd graph) or forward + backward."""
     mu, logvar, grad_z, grad_kl = case.make()
     if kwargs:  # a benchmark-only variant of the triton backend
-        from vaebench.kernels.reparam_kl import reparameterize_kl_variant
+        from benchmarks.kernel_variants import reparameterize_kl_variant
 
         call = functools.partial(reparameterize_kl_variant, **kwargs)
     else:

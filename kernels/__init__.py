@@ -9,7 +9,7 @@ Backends:
 This module imports no torch: ``vaebench --help`` needs ``BACKENDS`` and importing torch
 costs seconds of CLI start-up. The torch-dependent names (``reparameterize_kl``,
 ``resolve_backend``, ``reparameterize_kl_reference``) load on first access (PEP 562).
-The benchmark-only variants live in ``reparam_kl.reparameterize_kl_variant`` (internal).
+The kernel variants that benchmarks compare live in ``benchmarks/kernel_variants.py``.
 """
 
 from __future__ import annotations

@@ -67,11 +67,11 @@ def reparameterize_kl(
     z_shape = check_inputs(mu, logvar, eps, seed, samples)
     concrete = resolve_backend(backend, mu.device)
     if concrete == "triton":
-        from vaebench.kernels.reparam_kl import reparameterize_kl_variant
+        from vaebench.kernels.reparam_kl import apply, check_dtype
 
-        return reparameterize_kl_variant(
-            mu, logvar, eps=eps, seed=seed, samples=samples, return_log_q=return_log_q
-        )
+        check_dtype(mu)
+        z, kl, log_q = apply(mu, logvar, eps, seed, samples, return_log_q)
+        return (z, kl, log_q) if return_log_q else (z, kl)
     if eps is None:
         eps = _draw_noise(z_shape, mu, seed)
     fn = _compiled_reference() if concrete == "compile" else reparameterize_kl_reference

@@ -19,17 +19,17 @@ gradients are stored in the input dtype, ``kl`` and ``log_q`` in fp32. IEEE sema
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 from triton.language.extra.cuda import libdevice as cuda_libdevice
 
 from vaebench.kernels import triton_interpreting
-from vaebench.kernels.contract import check_inputs
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -38,17 +38,20 @@ LOG_2PI = math.log(2 * math.pi)
 def _box_muller(i1, i2, FAST_MATH: tl.constexpr):
     """Two standard normals from two random 32-bit integers.
 
-    The exact path is Triton's own (``tl.pair_uniform_to_normal``: libdevice log, sin, cos with
-    full range reduction). ``FAST_MATH`` uses the SFU approximations (``lg2.approx``,
-    ``sin.approx``, ``cos.approx``: a handful of instructions each) on an angle kept in
-    [-pi, pi), where their absolute error is below 2^-20; the same integers give the same
-    normals to about 1e-6, tails included (|eps| <= sqrt(-2 ln 1e-7) = 5.68 in both).
+    The exact path is Triton's own (``tl.pair_uniform_to_normal``: log, sin and cos with full
+    range reduction). ``FAST_MATH`` keeps that very log, so the radius r = sqrt(-2 ln u1) is
+    bit for bit the exact path's, and replaces only sin and cos by the SFU approximations
+    (``sin.approx``, ``cos.approx``) on an angle kept in [-pi, pi), where their absolute
+    error is below 2^-20.9 (PTX ISA). The normals then differ from the exact ones by at most
+    r * 2^-20.9 <= 3.2e-6 (r <= sqrt(-2 ln 1e-7) = 5.68), tails included. An approximate log
+    would not do: ``lg2.approx``'s error is absolute, so near u1 = 1 (r -> 0) the relative
+    error of r grows like 1/r and log2(u1) > 0 gives NaN. The GPU session measures the
+    agreement (``benchmarks.gpu_session``, step ``correctness``).
     """
-    u1 = tl.uint_to_uniform_float(i1)
+    u1 = tl.maximum(1.0e-7, tl.uint_to_uniform_float(i1))
     u2 = tl.uint_to_uniform_float(i2)
     if FAST_MATH:
-        u1 = tl.maximum(1.0e-7, u1)
-        r = tl.sqrt(-1.3862943611198906 * cuda_libdevice.fast_log2f(u1))  # -2 ln u1
+        r = tl.sqrt(-2.0 * tl.log(u1))  # what tl.pair_uniform_to_normal computes
         # The exact path's angle 2 pi u2, less pi (into [-pi, pi)): cos and sin change sign.
         theta = 6.283185307179586 * u2 - 3.141592653589793
         n1, n2 = -r * cuda_libdevice.fast_cosf(theta), -r * cuda_libdevice.fast_sinf(theta)
@@ -218,9 +221,13 @@ def _reparam_kl_bwd(
     #   dkl/dmu = mu    dkl/dlogvar = 0.5 * (exp(logvar) - 1)
     #   dlog_q/dmu = 0  dlog_q/dlogvar = -0.5            (log_q = -0.5 (eps^2 + logvar + log 2 pi))
     # With RECOVER_EPS, eps_ptr holds the forward's z and std * eps = z - mu needs no noise.
+    # One launch axis (CUDA caps axes 1 and 2 at 65,535), column blocks varying fastest.
     seed = tl.load(key_ptr)  # the forward's key
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    pid = tl.program_id(0)
+    col_blocks = tl.cdiv(D, BLOCK_D)
+    col_start = (pid % col_blocks) * BLOCK_D
+    rows = (pid // col_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = col_start + tl.arange(0, BLOCK_D)
     row_ok = rows < N
     tile_ok = row_ok[:, None] & (cols < D)[None, :]
     rows64, cols64 = rows.to(tl.int64), cols.to(tl.int64)  # 64-bit before any product
@@ -262,7 +269,7 @@ def _reparam_kl_bwd(
                     out_offsets,
                     tile_ok,
                     sample_rows,
-                    tl.program_id(1) * BLOCK_D,
+                    col_start,
                     D,
                     HAS_EPS,
                     NOISE4,
@@ -382,6 +389,11 @@ def log_q_shape(n: int, samples: int, return_log_q: bool) -> tuple[int, ...]:
     return ((samples, n) if samples > 1 else (n,)) if return_log_q else (0,)  # (0,): no data
 
 
+def _on_device(tensor: torch.Tensor):
+    """Launch on the inputs' device, not the current one (Triton launches on the current)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 def launch_forward(
     mu: torch.Tensor,
     logvar: torch.Tensor,
@@ -394,7 +406,6 @@ def launch_forward(
     """``z``, ``kl``, ``log_q`` (a placeholder without ``return_log_q``) and the stored noise
     (``noise="store"`` only, else None). ``key``: the int64 Philox key on ``mu``'s device."""
     n, d = mu.shape
-    block_n, block_d, warps = variant.launch_tiles(n, d)
     z = torch.empty(z_shape(n, d, samples), device=mu.device, dtype=mu.dtype)
     kl = torch.empty(n, device=mu.device, dtype=torch.float32)
     log_q = torch.empty(
@@ -403,32 +414,38 @@ def launch_forward(
     stored = None
     if variant.noise == "store":
         stored = torch.empty((samples, n, d), device=mu.device, dtype=torch.float32)
+    if n == 0 or d == 0:  # nothing to launch: sums over no columns are 0, as in the reference
+        kl.zero_()
+        log_q.zero_()
+        return z, kl, log_q, stored
+    block_n, block_d, warps = variant.launch_tiles(n, d)
     grid = (triton.cdiv(n, block_n) * samples,)
-    _reparam_kl_fwd[grid](
-        mu,
-        logvar,
-        eps if eps is not None else z,  # an unused pointer when eps is drawn in-kernel
-        z,
-        kl,
-        log_q,
-        stored if stored is not None else z,
-        n,
-        d,
-        samples,
-        mu.stride(0),
-        mu.stride(1),
-        logvar.stride(0),
-        logvar.stride(1),
-        key,
-        HAS_EPS=eps is not None,
-        RETURN_LOG_Q=return_log_q,
-        STORE_EPS=stored is not None,
-        NOISE4=variant.rng == "philox4",
-        FAST_MATH=variant.fast_math,
-        BLOCK_N=block_n,
-        BLOCK_D=block_d,
-        num_warps=warps,
-    )
+    with _on_device(mu):
+        _reparam_kl_fwd[grid](
+            mu,
+            logvar,
+            eps if eps is not None else z,  # an unused pointer when eps is drawn in-kernel
+            z,
+            kl,
+            log_q,
+            stored if stored is not None else z,
+            n,
+            d,
+            samples,
+            mu.stride(0),
+            mu.stride(1),
+            logvar.stride(0),
+            logvar.stride(1),
+            key,
+            HAS_EPS=eps is not None,
+            RETURN_LOG_Q=return_log_q,
+            STORE_EPS=stored is not None,
+            NOISE4=variant.rng == "philox4",
+            FAST_MATH=variant.fast_math,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+            num_warps=warps,
+        )
     return z, kl, log_q, stored
 
 
@@ -447,46 +464,49 @@ def launch_backward(
     """Both gradients. ``noise_source``: the injected or stored noise, or with ``recover`` the
     forward's ``z``; None when the kernel redraws the noise from ``key``."""
     n, d = mu.shape
-    block_n, block_d, warps = variant.launch_tiles(n, d)
     grad_mu = torch.empty((n, d), device=mu.device, dtype=mu.dtype)
     grad_logvar = torch.empty((n, d), device=mu.device, dtype=logvar.dtype)
+    if n == 0 or d == 0:
+        return grad_mu, grad_logvar
+    block_n, block_d, warps = variant.launch_tiles(n, d)
     gz = grad_z if grad_z is not None else grad_mu
     gz_strides = (0,) * (3 - gz.dim()) + gz.stride() if grad_z is not None else (0, 0, 0)
     gkl = grad_kl if grad_kl is not None else grad_mu
     glq = grad_log_q if grad_log_q is not None else grad_mu
     glq_strides = (0,) * (2 - glq.dim()) + glq.stride() if grad_log_q is not None else (0, 0)
-    grid = (triton.cdiv(n, block_n), triton.cdiv(d, block_d))
-    _reparam_kl_bwd[grid](
-        mu,
-        logvar,
-        noise_source if noise_source is not None else grad_mu,
-        gz,
-        gkl,
-        glq,
-        grad_mu,
-        grad_logvar,
-        n,
-        d,
-        samples,
-        mu.stride(0),
-        mu.stride(1),
-        logvar.stride(0),
-        logvar.stride(1),
-        *gz_strides,
-        gkl.stride(0) if grad_kl is not None else 0,
-        *glq_strides,
-        key,
-        HAS_EPS=noise_source is not None and not recover,
-        RECOVER_EPS=recover,
-        NOISE4=variant.rng == "philox4",
-        FAST_MATH=variant.fast_math,
-        HAS_GRAD_Z=grad_z is not None,
-        HAS_GRAD_KL=grad_kl is not None,
-        HAS_GRAD_LOG_Q=grad_log_q is not None,
-        BLOCK_N=block_n,
-        BLOCK_D=block_d,
-        num_warps=warps,
-    )
+    grid = (triton.cdiv(n, block_n) * triton.cdiv(d, block_d),)
+    with _on_device(mu):
+        _reparam_kl_bwd[grid](
+            mu,
+            logvar,
+            noise_source if noise_source is not None else grad_mu,
+            gz,
+            gkl,
+            glq,
+            grad_mu,
+            grad_logvar,
+            n,
+            d,
+            samples,
+            mu.stride(0),
+            mu.stride(1),
+            logvar.stride(0),
+            logvar.stride(1),
+            *gz_strides,
+            gkl.stride(0) if grad_kl is not None else 0,
+            *glq_strides,
+            key,
+            HAS_EPS=noise_source is not None and not recover,
+            RECOVER_EPS=recover,
+            NOISE4=variant.rng == "philox4",
+            FAST_MATH=variant.fast_math,
+            HAS_GRAD_Z=grad_z is not None,
+            HAS_GRAD_KL=grad_kl is not None,
+            HAS_GRAD_LOG_Q=grad_log_q is not None,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+            num_warps=warps,
+        )
     return grad_mu, grad_logvar
 
 
@@ -504,16 +524,72 @@ def _save(ctx, mu, logvar, eps, key, z, stored, samples, return_log_q, variant) 
     ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
 
 
+def _noise_of(ctx, mu: torch.Tensor, noise_source: torch.Tensor | None, key: torch.Tensor):
+    """The forward's noise as an ``(S, N, D)`` fp32 tensor: injected or stored, else drawn
+    again from the saved key (the forward kernel on zeros returns exactly its eps)."""
+    n, d = mu.shape
+    if noise_source is not None and not ctx.recover:
+        return noise_source.reshape(ctx.samples, n, d)
+    zeros = torch.zeros((n, d), device=mu.device, dtype=torch.float32)
+    redraw = dataclasses.replace(ctx.variant, noise="regenerate")
+    with torch.no_grad():
+        eps = launch_forward(zeros, zeros, None, key, ctx.samples, False, redraw)[0]
+    return eps.reshape(ctx.samples, n, d)
+
+
+def _differentiable_gradients(ctx, mu, logvar, eps, grad_z, grad_kl, grad_log_q):
+    """``grad_mu`` and ``grad_logvar`` in differentiable torch operations (``create_graph``):
+    the kernel's formulas (see ``_reparam_kl_bwd``) on the forward's noise, in fp32."""
+    n, d = mu.shape
+    mu_c, logvar_c = mu.float(), logvar.float()
+    grad_mu = torch.zeros((n, d), device=mu.device, dtype=torch.float32)
+    grad_logvar = torch.zeros((n, d), device=mu.device, dtype=torch.float32)
+    if grad_z is not None:
+        gz = grad_z.float().reshape(ctx.samples, n, d)
+        grad_mu = grad_mu + gz.sum(0)
+        grad_logvar = grad_logvar + 0.5 * torch.exp(0.5 * logvar_c) * (gz * eps.float()).sum(0)
+    if grad_kl is not None:
+        grad_mu = grad_mu + grad_kl.float()[:, None] * mu_c
+        grad_logvar = grad_logvar + grad_kl.float()[:, None] * 0.5 * (torch.exp(logvar_c) - 1)
+    if grad_log_q is not None:
+        glq = grad_log_q.float().reshape(ctx.samples, n)
+        grad_logvar = grad_logvar - 0.5 * glq.sum(0)[:, None]
+    return grad_mu.to(mu.dtype), grad_logvar.to(logvar.dtype)
+
+
+def _eps_gradient(ctx, logvar, eps, grad_z, grad_log_q) -> torch.Tensor:
+    """d/d eps of z = mu + std * eps and of log_q = -0.5 * sum(eps^2 + ...), per sample."""
+    n, d = logvar.shape
+    grad = torch.zeros((ctx.samples, n, d), device=eps.device, dtype=torch.float32)
+    if grad_z is not None:
+        std = torch.exp(0.5 * logvar.float())
+        grad = grad + grad_z.float().reshape(ctx.samples, n, d) * std
+    if grad_log_q is not None:
+        grad = grad - grad_log_q.float().reshape(ctx.samples, n, 1) * eps.float()
+    return grad.to(eps.dtype)
+
+
 def _gradients(ctx, grad_z, grad_kl, grad_log_q, launch) -> tuple[torch.Tensor | None, ...]:
+    """``grad_mu``, ``grad_logvar``, ``grad_eps``: the kernel when no graph of the gradient is
+    asked for, differentiable torch operations on the same noise when it is (``create_graph``:
+    second derivatives and Hessian-vector products), so both agree with the reference."""
     mu, logvar, noise_source, key = ctx.saved_tensors
     if not ctx.return_log_q:
         grad_log_q = None  # the placeholder output of a call without log_q
     if grad_z is None and grad_kl is None and grad_log_q is None:
-        return None, None
-    return launch(
-        mu, logvar, noise_source, key, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.recover,
-        ctx.variant,
-    )  # fmt: skip
+        return None, None, None
+    wants_eps = ctx.needs_input_grad[2]
+    if torch.is_grad_enabled():  # the backward is being differentiated
+        eps = _noise_of(ctx, mu, noise_source, key)
+        grads = _differentiable_gradients(ctx, mu, logvar, eps, grad_z, grad_kl, grad_log_q)
+    else:
+        eps = noise_source if wants_eps else None
+        grads = launch(
+            mu, logvar, noise_source, key, ctx.samples, grad_z, grad_kl, grad_log_q, ctx.recover,
+            ctx.variant,
+        )  # fmt: skip
+    grad_eps = _eps_gradient(ctx, logvar, eps, grad_z, grad_log_q) if wants_eps else None
+    return (*grads, grad_eps)
 
 
 class ReparamKL(torch.autograd.Function):
@@ -533,11 +609,12 @@ class ReparamKL(torch.autograd.Function):
         return z, kl, log_q
 
     @staticmethod
-    @once_differentiable  # the kernels' gradients are not themselves differentiable: say so
     def backward(ctx, grad_z, grad_kl, grad_log_q):
-        return (*_gradients(ctx, grad_z, grad_kl, grad_log_q, launch_backward), *(None,) * 5)
+        return (*_gradients(ctx, grad_z, grad_kl, grad_log_q, launch_backward), *(None,) * 4)
 
 
+# The custom op: what ``torch.compile`` traces. It takes what a user passes and nothing else;
+# the benchmark variants run eagerly (``benchmarks.kernel_variants``).
 @torch.library.custom_op("vaebench::reparam_kl", mutates_args=())
 def reparam_kl_op(
     mu: torch.Tensor,
@@ -546,48 +623,35 @@ def reparam_kl_op(
     key: torch.Tensor,
     samples: int,
     return_log_q: bool,
-    noise: str,
-    rng: str,
-    fast_math: bool,
-    block_n: int,
-    block_d: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``z``, ``kl``, ``log_q`` and the stored noise (empty unless ``noise="store"``)."""
-    variant = Variant.from_op_args(noise, rng, fast_math, block_n, block_d)
-    z, kl, log_q, stored = launch_forward(mu, logvar, eps, key, samples, return_log_q, variant)
-    return z, kl, log_q, stored if stored is not None else mu.new_empty(0, dtype=torch.float32)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``z``, ``kl`` and ``log_q`` (a placeholder without ``return_log_q``)."""
+    z, kl, log_q, _ = launch_forward(mu, logvar, eps, key, samples, return_log_q)
+    return z, kl, log_q
 
 
 @reparam_kl_op.register_fake
-def _(mu, logvar, eps, key, samples, return_log_q, noise, rng, fast_math, block_n, block_d):
+def _(mu, logvar, eps, key, samples, return_log_q):
     n, d = mu.shape
-    stored = (samples, n, d) if noise == "store" else (0,)
     return (
         mu.new_empty(z_shape(n, d, samples)),
         mu.new_empty(n, dtype=torch.float32),
         mu.new_empty(log_q_shape(n, samples, return_log_q), dtype=torch.float32),
-        mu.new_empty(stored, dtype=torch.float32),
     )
 
 
 def _op_setup_context(ctx, inputs, output) -> None:
-    mu, logvar, eps, key, samples, return_log_q, *variant_args = inputs
-    z, _, log_q, stored = output
-    variant = Variant.from_op_args(*variant_args)
-    stored = stored if variant.noise == "store" else None  # else an empty placeholder
-    _save(ctx, mu, logvar, eps, key, z, stored, samples, return_log_q, variant)
+    mu, logvar, eps, key, samples, return_log_q = inputs
+    z, _, log_q = output
+    _save(ctx, mu, logvar, eps, key, z, None, samples, return_log_q, DEFAULT)
     ctx.mark_non_differentiable(*(() if return_log_q else (log_q,)))
 
 
-def _op_backward(ctx, grad_z, grad_kl, grad_log_q, _grad_stored):
-    grads = _gradients(ctx, grad_z, grad_kl, grad_log_q, _launch_backward_op)
-    return (*grads, *(None,) * 9)
-
-
 def _launch_backward_op(mu, logvar, noise_source, key, samples, gz, gkl, glq, recover, variant):
-    return reparam_kl_backward_op(
-        mu, logvar, noise_source, key, samples, gz, gkl, glq, recover, *variant.as_op_args()[1:]
-    )
+    return reparam_kl_backward_op(mu, logvar, noise_source, key, samples, gz, gkl, glq)
+
+
+def _op_backward(ctx, grad_z, grad_kl, grad_log_q):
+    return (*_gradients(ctx, grad_z, grad_kl, grad_log_q, _launch_backward_op), None, None, None)
 
 
 reparam_kl_op.register_autograd(_op_backward, setup_context=_op_setup_context)
@@ -603,17 +667,9 @@ def reparam_kl_backward_op(
     grad_z: torch.Tensor | None,
     grad_kl: torch.Tensor | None,
     grad_log_q: torch.Tensor | None,
-    recover: bool,
-    rng: str,
-    fast_math: bool,
-    block_n: int,
-    block_d: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``grad_mu`` and ``grad_logvar`` (``launch_backward`` as an op, for compiled graphs)."""
-    variant = Variant.from_op_args("regenerate", rng, fast_math, block_n, block_d)
-    return launch_backward(
-        mu, logvar, noise_source, key, samples, grad_z, grad_kl, grad_log_q, recover, variant
-    )
+    return launch_backward(mu, logvar, noise_source, key, samples, grad_z, grad_kl, grad_log_q)
 
 
 @reparam_kl_backward_op.register_fake
@@ -621,18 +677,6 @@ def _(mu, logvar, *_):
     return torch.empty_like(mu, memory_format=torch.contiguous_format), torch.empty_like(
         logvar, memory_format=torch.contiguous_format
     )
-
-
-def _no_second_derivative(ctx, *grads):
-    raise RuntimeError(
-        "the fused reparameterize_kl kernel is once_differentiable: its gradients have no "
-        "gradient of their own; use the torch backend for higher derivatives"
-    )
-
-
-reparam_kl_backward_op.register_autograd(
-    _no_second_derivative, setup_context=lambda ctx, inputs, output: None
-)
 
 
 KEY_RANGE = 2**62  # drawn keys: 62 bits (inductor's randint lowering computes high - low in int64)
@@ -651,41 +695,30 @@ def draw_key(device: torch.device, seed: int | None) -> torch.Tensor:
     return torch.randint(0, KEY_RANGE, (1,), dtype=torch.int64, device=device)
 
 
-def reparameterize_kl_variant(
-    mu: torch.Tensor,
-    logvar: torch.Tensor,
-    *,
-    eps: torch.Tensor | None = None,
-    seed: int | None = None,
-    samples: int = 1,
-    return_log_q: bool = False,
-    noise: str = "regenerate",
-    rng: str = "philox",
-    fast_math: bool = False,
-    tiles: tuple[int, int] | None = None,
-) -> tuple[torch.Tensor, ...]:
-    """Internal, for benchmarks and tests: the triton path plus the variants they measure.
-
-    With the defaults it is exactly ``reparameterize_kl(..., backend="triton")``, whose
-    public signature leaves the variants out (see ``Variant``). The variants only vary drawn
-    noise: errors with eps. Under ``torch.compile`` the call is the custom op
-    ``torch.ops.vaebench.reparam_kl``, so ``fullgraph=True`` holds.
-    """
-    check_inputs(mu, logvar, eps, seed, samples)
-    variant = Variant(noise, rng, fast_math, tiles)
-    variant.check(injected=eps is not None)
+def check_dtype(mu: torch.Tensor) -> None:
     if mu.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(
             f"the triton backend takes fp32, fp16 or bf16 inputs, got {mu.dtype}; "
             "use the torch or compile backend"
         )
+
+
+def apply(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor | None,
+    seed: int | None,
+    samples: int,
+    return_log_q: bool,
+    variant: Variant = DEFAULT,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The triton path once the arguments are checked: eagerly through ``ReparamKL``, under
+    ``torch.compile`` through the custom op (so ``fullgraph=True`` holds)."""
     key = draw_key(mu.device, 0 if eps is not None else seed)
     if eps is not None:
         eps = eps.reshape(samples, *mu.shape).contiguous()  # once: both kernels index it flat
     if torch.compiler.is_compiling():
-        z, kl, log_q, _ = reparam_kl_op(
-            mu, logvar, eps, key, samples, return_log_q, *variant.as_op_args()
-        )
-    else:
-        z, kl, log_q = ReparamKL.apply(mu, logvar, eps, key, samples, return_log_q, variant)
-    return (z, kl, log_q) if return_log_q else (z, kl)
+        if variant != DEFAULT:
+            raise ValueError("kernel variants run eagerly; torch.compile traces the default op")
+        return reparam_kl_op(mu, logvar, eps, key, samples, return_log_q)
+    return ReparamKL.apply(mu, logvar, eps, key, samples, return_log_q, variant)

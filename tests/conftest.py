@@ -17,6 +17,7 @@ if not torch.cuda.is_available():
 from tests.helpers import REPO, Result, cli, write_amat
 from vaebench.registry import Registry
 
+KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 __all__ = ["REPO"]  # tests/test_docs.py still imports it from here: import it from tests.helpers
 
 
@@ -36,6 +37,24 @@ def vaebench_cli(capsys, monkeypatch):
             return cli(capsys, *args)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where kernel tests build their tensors: CUDA when present, else the CPU (interpreter).
+
+    The one place that decides it, so a GPU runs exactly the tests the CPU runs."""
+    return KERNEL_DEVICE
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.cuda(devices=N)`` tests skip, with the reason, without N CUDA devices."""
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for item in items:
+        marker = item.get_closest_marker("cuda")
+        if marker is not None and have < marker.kwargs.get("devices", 1):
+            need = marker.kwargs.get("devices", 1)
+            item.add_marker(pytest.mark.skip(reason=f"needs {need} CUDA device(s), found {have}"))
 
 
 @pytest.fixture

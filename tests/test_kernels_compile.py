@@ -25,7 +25,7 @@ import dataclasses, json
 from benchmarks import kernel_aot
 rows = []
 for block_n, block_d, warps in kernel_aot.default_configs():
-    for dtype, rng in (("fp32", "philox"), ("bf16", "philox"), ("fp32", "philox4")):
+    for dtype, rng in (("fp32", "philox"), ("bf16", "philox"), ("fp32", "philox4"), ("bf16", "philox4")):
         for fast in (False, True):
             for kernel in (kernel_aot.forward, kernel_aot.backward):
                 row = kernel(dtype, block_n, block_d, warps, 90, rng=rng, fast_math=fast)
@@ -52,7 +52,7 @@ def test_default_tiles_compile_for_sm90_without_spills_and_with_wide_accesses():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(rows) == 24
+    assert len(rows) == 32
     for row in rows:
         label = (
             f"{row['kernel']} {row['dtype']} {row['rng']} {row['tiles']} fast={row['fast_math']}"
@@ -61,6 +61,12 @@ def test_default_tiles_compile_for_sm90_without_spills_and_with_wide_accesses():
         # stored from a row layout: one 1 KiB shared-memory exchange and one barrier (measured;
         # a candidate for the GPU session to price). More of either is a regression.
         shared, barriers = (0, 0) if row["kernel"] == "backward" else (1024, 1)
+        if (row["dtype"], row["rng"]) == ("bf16", "philox4"):
+            # bf16 loads hold 8 elements a thread, the interleaved philox4 noise 4: Triton
+            # converts between the two layouts through shared memory (measured: 1 KiB and 4
+            # barriers in the backward, 6 in the forward). The GPU session's bandwidth step
+            # times bf16 philox4 to price it; more than this is a regression.
+            shared, barriers = 1024, (4 if row["kernel"] == "backward" else 6)
         assert row["shared_bytes"] <= shared and row["barriers"] <= barriers, f"{label}: {row}"
         # Exact sin/cos keep libdevice's large-argument range reduction (a table of 2/pi bits
         # and a small local array) that an angle in [0, 2 pi) never enters: at most 8 bytes of
@@ -83,10 +89,12 @@ def test_default_tiles_compile_for_sm90_without_spills_and_with_wide_accesses():
         philox = exact[r["kernel"], r["tiles"], "philox"]  # a quarter of the Philox rounds
         assert r["sass_per_element"] < 0.85 * philox["sass_per_element"]
     for r in (r for r in rows if r["fast_math"] and r["dtype"] == "fp32"):
-        # SFU approximations replace libdevice's log and range-reduced cos: measured 257 ->
-        # 115 (philox) and 200 -> 68 (philox4) instructions per element.
+        # SFU sin/cos replace the range-reduced libdevice ones; the log stays the exact
+        # path's (an approximate lg2 has an absolute error: NaN and 1/r error near u1 = 1).
+        # Measured: 257 -> 134 (philox) and 200 -> 79 (philox4) instructions per element.
         label = f"{r['kernel']} {r['rng']} {r['tiles']}"
-        assert r["mufu"].get("LG2", 0) > 0 and r["mufu"].get("COS", 0) > 0, f"{label}: {r}"
+        assert r["mufu"].get("COS", 0) > 0, f"{label}: {r}"
+        assert r["mufu"].get("LG2", 0) == 0, f"{label}: the log must stay accurate: {r}"
         slower = exact[r["kernel"], r["tiles"], r["rng"]]["sass_per_element"]
         assert r["sass_per_element"] < 0.6 * slower, f"{label}: {r}"
         assert "ld.global.nc.b32" not in r["loads"], f"{label} still reads the reduction table"

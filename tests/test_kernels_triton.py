@@ -19,21 +19,26 @@ from vaebench.kernels import reparameterize_kl
 from vaebench.kernels.reference import reparameterize_kl_reference
 
 pytest.importorskip("triton")
-from vaebench.kernels.reparam_kl import reparameterize_kl_variant
+from benchmarks.kernel_variants import reparameterize_kl_variant
 from vaebench.resolve import resolve_config
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {
     torch.float32: {"rtol": 1e-5, "atol": 1e-5},
     torch.float16: {"rtol": 2e-3, "atol": 2e-3},
     torch.bfloat16: {"rtol": 1.6e-2, "atol": 1.6e-2},
 }
+# Two of them (odd sizes, several column blocks) are in the GPU session's selection.
 SHAPES = [(1, 1), (1, 7), (5, 1), (17, 33), (64, 257), (300, 5), (129, 64)]
+SHAPE_PARAMS = [
+    pytest.param(shape, id=f"{shape[0]}x{shape[1]}",
+                 marks=[pytest.mark.gpu_session] if shape in ((17, 33), (64, 257)) else [])
+    for shape in SHAPES
+]  # fmt: skip
 
 
-def inputs(n, d, dtype, *, requires_grad=True):
-    mu = torch.randn(n, d, device=DEVICE).to(dtype)
-    logvar = (torch.randn(n, d, device=DEVICE) * 1.5).to(dtype)
+def inputs(n, d, dtype, device, *, requires_grad=True):
+    mu = torch.randn(n, d, device=device).to(dtype)
+    logvar = (torch.randn(n, d, device=device) * 1.5).to(dtype)
     return mu.requires_grad_(requires_grad), logvar.requires_grad_(requires_grad)
 
 
@@ -58,12 +63,12 @@ def run_both(mu, logvar, eps, samples, **kwargs):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("shape", SHAPE_PARAMS)
 @pytest.mark.parametrize("samples", [1, 3])
-def test_matches_reference_with_injected_eps(dtype, shape, samples):
-    mu, logvar = inputs(*shape, dtype)
+def test_matches_reference_with_injected_eps(device, dtype, shape, samples):
+    mu, logvar = inputs(*shape, dtype, device)
     eps_shape = shape if samples == 1 else (samples, *shape)
-    eps = torch.randn(eps_shape, device=DEVICE)
+    eps = torch.randn(eps_shape, device=device)
     got, want, _ = run_both(mu, logvar, eps, samples)
     z, kl, log_q, g_mu, g_lv = got
     assert (
@@ -81,10 +86,11 @@ def test_matches_reference_with_injected_eps(dtype, shape, samples):
     torch.testing.assert_close(g_lv, want[4], **TOL[dtype])
 
 
+@pytest.mark.gpu_session
 @pytest.mark.parametrize("samples", [1, 4])
-def test_gradients_match_float64_autograd(samples):
-    mu, logvar = inputs(23, 45, torch.float32)
-    eps = torch.randn((samples, 23, 45) if samples > 1 else (23, 45), device=DEVICE)
+def test_gradients_match_float64_autograd(device, samples):
+    mu, logvar = inputs(23, 45, torch.float32, device)
+    eps = torch.randn((samples, 23, 45) if samples > 1 else (23, 45), device=device)
     got, _, (gz, gkl, glq) = run_both(mu, logvar, eps, samples)
     mu64 = mu.detach().double().requires_grad_()
     lv64 = logvar.detach().double().requires_grad_()
@@ -97,10 +103,11 @@ def test_gradients_match_float64_autograd(samples):
     torch.testing.assert_close(got[4].double(), want[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.gpu_session
 @pytest.mark.parametrize("which", ["z", "kl", "log_q"])
-def test_each_output_alone_gives_the_right_gradient(which):
-    mu, logvar = inputs(9, 70, torch.float32)
-    eps = torch.randn(9, 70, device=DEVICE)
+def test_each_output_alone_gives_the_right_gradient(device, which):
+    mu, logvar = inputs(9, 70, torch.float32, device)
+    eps = torch.randn(9, 70, device=device)
     outs = dict(
         zip(
             ("z", "kl", "log_q"),
@@ -123,9 +130,9 @@ def test_each_output_alone_gives_the_right_gradient(which):
         )
 
 
-def test_many_column_blocks_and_odd_tiles():
-    mu, logvar = inputs(37, 101, torch.float32)
-    eps = torch.randn(2, 37, 101, device=DEVICE)
+def test_many_column_blocks_and_odd_tiles(device):
+    mu, logvar = inputs(37, 101, torch.float32, device)
+    eps = torch.randn(2, 37, 101, device=device)
     z, kl, log_q = reparameterize_kl_variant(
         mu, logvar, eps=eps, samples=2, return_log_q=True, tiles=(8, 16)
     )
@@ -135,14 +142,15 @@ def test_many_column_blocks_and_odd_tiles():
     torch.testing.assert_close(log_q, ref[2], rtol=1e-5, atol=1e-4)
 
 
-def test_non_contiguous_inputs_and_gradients():
-    base = torch.randn(40, 2 * 33, device=DEVICE)
+@pytest.mark.gpu_session
+def test_non_contiguous_inputs_and_gradients(device):
+    base = torch.randn(40, 2 * 33, device=device)
     mu = base[:, ::2].detach().requires_grad_()  # strided columns, not a copy
-    logvar_t = torch.randn(33, 40, device=DEVICE)
+    logvar_t = torch.randn(33, 40, device=device)
     logvar = logvar_t.t().detach().requires_grad_()  # transposed
     mu_view, logvar_view = base[:, ::2], logvar_t.t()
     assert not mu_view.is_contiguous() and not logvar_view.is_contiguous()
-    eps = torch.randn(40, 33, device=DEVICE)
+    eps = torch.randn(40, 33, device=device)
     z, kl = reparameterize_kl(mu_view, logvar_view, eps=eps, backend="triton")
     ref_z, ref_kl = reparameterize_kl_reference(mu_view, logvar_view, eps)
     torch.testing.assert_close(z, ref_z)
@@ -155,18 +163,19 @@ def test_non_contiguous_inputs_and_gradients():
     torch.testing.assert_close(g[1], 0.5 * torch.exp(0.5 * logvar.detach()) * eps)
 
 
+@pytest.mark.gpu_session
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy reports the inf/NaN
-def test_extreme_values_follow_the_reference():
-    mu = torch.tensor([[0.5, -1.0, 2.0, float("nan"), 0.0, 1.0]], device=DEVICE).repeat(3, 1)
+def test_extreme_values_follow_the_reference(device):
+    mu = torch.tensor([[0.5, -1.0, 2.0, float("nan"), 0.0, 1.0]], device=device).repeat(3, 1)
     logvar = torch.tensor(
         [
             [80.0, -80.0, 0.0, 0.0, 1.0, 0.0],
             [math.inf, 0.0, 0.0, 0.0, 0.0, 0.0],
             [-math.inf, 1.0, 0.0, 0.0, 0.0, float("nan")],
         ],
-        device=DEVICE,
+        device=device,
     )
-    eps = torch.randn(3, 6, device=DEVICE)
+    eps = torch.randn(3, 6, device=device)
     eps[1, 0] = 0.0  # inf * 0 = NaN in both paths
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         z, kl = reparameterize_kl(mu.to(dtype), logvar.to(dtype), eps=eps, backend="triton")
@@ -176,11 +185,12 @@ def test_extreme_values_follow_the_reference():
     assert torch.isnan(kl).all(), "each row holds a NaN or an inf - inf"
 
 
+@pytest.mark.gpu_session
 @pytest.mark.parametrize("rng", ["philox", "philox4"])
-def test_in_kernel_noise_is_standard_normal_and_uncorrelated(rng):
+def test_in_kernel_noise_is_standard_normal_and_uncorrelated(device, rng):
     n, d = 512, 256
-    mu = torch.zeros(n, d, device=DEVICE)
-    logvar = torch.zeros(n, d, device=DEVICE)
+    mu = torch.zeros(n, d, device=device)
+    logvar = torch.zeros(n, d, device=device)
     z, _ = reparameterize_kl_variant(mu, logvar, seed=1234, rng=rng)
     eps = z.double().cpu()
     flat = eps.flatten()
@@ -195,9 +205,10 @@ def test_in_kernel_noise_is_standard_normal_and_uncorrelated(rng):
     assert abs(corr(eps[1:], eps[:-1])) < 0.01, "neighbouring rows correlate"
 
 
+@pytest.mark.gpu_session
 @pytest.mark.parametrize("rng", ["philox", "philox4"])
-def test_noise_is_a_function_of_seed_and_index_only(rng):
-    mu, logvar = inputs(64, 41, torch.float32, requires_grad=False)
+def test_noise_is_a_function_of_seed_and_index_only(device, rng):
+    mu, logvar = inputs(64, 41, torch.float32, device, requires_grad=False)
     a = reparameterize_kl_variant(mu, logvar, seed=7, samples=2, rng=rng)[0]
     b = reparameterize_kl_variant(mu, logvar, seed=7, samples=2, tiles=(4, 8), rng=rng)[0]
     c = reparameterize_kl_variant(mu, logvar, seed=8, samples=2, rng=rng)[0]
@@ -211,10 +222,11 @@ def test_noise_is_a_function_of_seed_and_index_only(rng):
     assert torch.equal(first, second), "torch.manual_seed must make in-kernel noise reproducible"
 
 
+@pytest.mark.gpu_session
 @pytest.mark.parametrize("rng", ["philox", "philox4"])
 @pytest.mark.parametrize("samples", [1, 3])
-def test_backward_regenerates_the_forward_noise(samples, rng):
-    mu, logvar = inputs(33, 70, torch.float32)
+def test_backward_regenerates_the_forward_noise(device, samples, rng):
+    mu, logvar = inputs(33, 70, torch.float32, device)
     z, _ = reparameterize_kl_variant(mu, logvar, seed=99, samples=samples, tiles=(8, 32), rng=rng)
     eps = (z.detach() - mu.detach()) / torch.exp(
         0.5 * logvar.detach()
@@ -226,9 +238,10 @@ def test_backward_regenerates_the_forward_noise(samples, rng):
     torch.testing.assert_close(g_mu, torch.full_like(mu, samples))
 
 
+@pytest.mark.gpu_session
 @pytest.mark.parametrize("samples", [1, 2])
-def test_noise_variants_equal_regenerate(samples):
-    mu, logvar = inputs(20, 30, torch.float32)
+def test_noise_variants_equal_regenerate(device, samples):
+    mu, logvar = inputs(20, 30, torch.float32, device)
     outs = {}
     for noise in ("regenerate", "store", "recover"):
         z, kl = reparameterize_kl_variant(mu, logvar, seed=5, samples=samples, noise=noise)
@@ -238,14 +251,16 @@ def test_noise_variants_equal_regenerate(samples):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.host_tensors
 def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
+    host = torch.randn(2, 2, device="cpu")  # what a CUDA host would refuse too
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
-        reparameterize_kl(torch.randn(2, 2), torch.randn(2, 2), backend="triton")
+        reparameterize_kl(host, host, backend="triton")
 
 
-def test_philox4_is_another_stream_and_needs_tiles_of_four():
-    mu, logvar = inputs(9, 13, torch.float32, requires_grad=False)
+def test_philox4_is_another_stream_and_needs_tiles_of_four(device):
+    mu, logvar = inputs(9, 13, torch.float32, device, requires_grad=False)
     one = reparameterize_kl_variant(mu, logvar, seed=1)[0]
     four = reparameterize_kl_variant(mu, logvar, seed=1, rng="philox4")[0]
     # Element 0 coincides by construction (lane 0 of draw 0 in both); the rest differ.
@@ -256,17 +271,17 @@ def test_philox4_is_another_stream_and_needs_tiles_of_four():
         reparameterize_kl_variant(mu, logvar, rng="mt19937")
 
 
-def test_unsupported_dtype_is_rejected():
+def test_unsupported_dtype_is_rejected(device):
     with pytest.raises(ValueError, match="fp32, fp16 or bf16"):
         reparameterize_kl_variant(
-            torch.randn(2, 2, dtype=torch.float64, device=DEVICE),
-            torch.randn(2, 2, dtype=torch.float64, device=DEVICE),
+            torch.randn(2, 2, dtype=torch.float64, device=device),
+            torch.randn(2, 2, dtype=torch.float64, device=device),
         )
 
 
-def test_variants_that_do_not_apply_are_errors():
-    mu, logvar = inputs(3, 8, torch.float32, requires_grad=False)
-    eps = torch.randn(3, 8, device=DEVICE)
+def test_variants_that_do_not_apply_are_errors(device):
+    mu, logvar = inputs(3, 8, torch.float32, device, requires_grad=False)
+    eps = torch.randn(3, 8, device=device)
     for variant in ({"noise": "store"}, {"noise": "recover"}, {"rng": "philox4"}):
         with pytest.raises(ValueError, match="variants draw the noise; eps supplies it"):
             reparameterize_kl_variant(mu, logvar, eps=eps, **variant)
@@ -281,9 +296,9 @@ def test_variants_that_do_not_apply_are_errors():
 
 
 @pytest.mark.slow
-def test_compile_backend_matches_reference():
-    mu, logvar = inputs(31, 17, torch.float32)
-    eps = torch.randn(31, 17, device=DEVICE)
+def test_compile_backend_matches_reference(device):
+    mu, logvar = inputs(31, 17, torch.float32, device)
+    eps = torch.randn(31, 17, device=device)
     z, kl = reparameterize_kl(mu, logvar, eps=eps, backend="compile")
     ref = reparameterize_kl_reference(mu, logvar, eps)
     torch.testing.assert_close(z, ref[0])
@@ -323,39 +338,154 @@ def test_runner_trains_through_triton_like_torch(registry, tmp_path):
     assert finals["triton"] == pytest.approx(finals["torch"], rel=0.03)
 
 
-def test_second_derivative_is_a_clear_error_not_a_silent_zero():
-    mu = torch.randn(4, 3, requires_grad=True)
-    logvar = torch.randn(4, 3, requires_grad=True)
-    z, kl = reparameterize_kl(mu, logvar, seed=3, backend="triton")
-    (grad_mu,) = torch.autograd.grad((z.square().sum() + kl.sum()), mu, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
-        grad_mu.sum().backward()
+@pytest.mark.gpu_session
+@pytest.mark.parametrize("samples", [1, 3])
+def test_second_derivatives_match_float64_autograd(device, samples):
+    """Issue 24's case: mu also enters the loss directly, and the gradient is taken with
+    ``inputs=`` (a once_differentiable error node hanging off detached copies was pruned, and
+    the second derivative came out wrong by about 40, silently). The backward under
+    ``create_graph`` is differentiable, on the very noise the forward drew."""
+    gen = torch.Generator(device=device).manual_seed(5)
+    mu = torch.randn(6, 5, generator=gen, device=device, requires_grad=True)
+    logvar = (0.5 * torch.randn(6, 5, generator=gen, device=device)).requires_grad_()
+    z, kl, log_q = reparameterize_kl(
+        mu, logvar, seed=11, samples=samples, backend="triton", return_log_q=True
+    )
+    eps = ((z.detach() - mu.detach()) / torch.exp(0.5 * logvar.detach())).double()
+
+    def loss(z, kl, log_q, mu):
+        return (z**2).sum() + (kl**2).sum() + (mu**3).sum() + (log_q**2).sum()
+
+    (g,) = torch.autograd.grad(loss(z, kl, log_q, mu), mu, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), mu)
+
+    mu64 = mu.detach().double().requires_grad_()
+    lv64 = logvar.detach().double().requires_grad_()
+    ref = reparameterize_kl_reference(mu64, lv64, eps, return_log_q=True)
+    (g64,) = torch.autograd.grad(loss(*ref, mu64), mu64, create_graph=True)
+    (h64,) = torch.autograd.grad(g64.sum(), mu64)
+    torch.testing.assert_close(g.double(), g64, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(h.double(), h64, rtol=1e-4, atol=1e-4)
+
+    # Hessian-vector products in both inputs, against float64 autograd on the same noise.
+    def value(m, lv):
+        out = reparameterize_kl(m, lv, seed=11, samples=samples, backend="triton",
+                                return_log_q=True)  # fmt: skip
+        return loss(*out, m)
+
+    def value64(m, lv):
+        return loss(*reparameterize_kl_reference(m, lv, eps, return_log_q=True), m)
+
+    v = (torch.ones_like(mu), torch.full_like(logvar, -0.5))
+    _, hvp = torch.autograd.functional.hvp(value, (mu.detach(), logvar.detach()), v)
+    _, hvp64 = torch.autograd.functional.hvp(
+        value64, (mu64.detach(), lv64.detach()), tuple(t.double() for t in v)
+    )
+    for got, want in zip(hvp, hvp64, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-3)
 
 
-def test_forward_grid_is_one_axis_so_any_sample_count_launches(monkeypatch):
-    """CUDA caps launch axes 1 and 2 at 65535; K = 100000 samples must go on axis 0."""
+@pytest.mark.gpu_session
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_injected_eps_gets_the_gradient_the_reference_gives(device, backend):
+    gen = torch.Generator(device=device).manual_seed(2)
+    mu = torch.randn(7, 9, generator=gen, device=device, requires_grad=True)
+    logvar = torch.randn(7, 9, generator=gen, device=device, requires_grad=True)
+    eps = torch.randn(2, 7, 9, generator=gen, device=device, requires_grad=True)
+    z, kl, log_q = reparameterize_kl(
+        mu, logvar, eps=eps, samples=2, backend=backend, return_log_q=True
+    )
+    gz = torch.randn(z.shape, generator=gen, device=device)
+    glq = torch.randn(log_q.shape, generator=gen, device=device)
+    got = torch.autograd.grad((z * gz).sum() + (log_q * glq).sum() + kl.sum(), eps)[0]
+    eps64 = eps.detach().double().requires_grad_()
+    ref = reparameterize_kl_reference(mu.double(), logvar.double(), eps64, return_log_q=True)
+    want = torch.autograd.grad((ref[0] * gz).sum() + (ref[2] * glq).sum(), eps64)[0]
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu_session
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0)], ids=str)
+@pytest.mark.parametrize("samples", [1, 3])
+def test_empty_inputs_give_the_same_empty_results_on_every_backend(device, shape, samples):
+    """No rows or no columns: empty z, kl = log_q = 0 per row (sums over no columns), empty
+    gradients, as the reference gives; Triton launched nothing (next_power_of_2(0) raised)."""
+    results = {}
+    for backend in ("torch", "triton"):
+        mu = torch.zeros(shape, device=device, requires_grad=True)
+        logvar = torch.zeros(shape, device=device, requires_grad=True)
+        z, kl, log_q = reparameterize_kl(
+            mu, logvar, seed=1, samples=samples, backend=backend, return_log_q=True
+        )
+        grads = torch.autograd.grad(z.sum() + kl.sum() + log_q.sum(), (mu, logvar))
+        results[backend] = (z, kl, log_q, *grads)
+    for got, want in zip(results["triton"], results["torch"], strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        torch.testing.assert_close(got, want)
+    n, d = shape
+    assert results["torch"][1].shape == (n,)
+    want_log_q = -0.5 * d * math.log(2 * math.pi)  # no columns: 0
+    assert torch.all(results["triton"][2] == want_log_q)
+
+
+@pytest.mark.gpu_session
+def test_grids_are_one_axis_so_any_sample_count_and_width_launches(device, monkeypatch):
+    """CUDA caps launch axes 1 and 2 at 65,535: K = 70 samples times the row blocks, and
+    every (row block, column block) of the backward, go on axis 0."""
     from vaebench.kernels import reparam_kl
 
-    grids = []
-    real = reparam_kl._reparam_kl_fwd
+    grids = {}
+    for name in ("_reparam_kl_fwd", "_reparam_kl_bwd"):
+        real = getattr(reparam_kl, name)
 
-    class Recording:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return real[grid]
+        class Recording:
+            def __getitem__(self, grid, real=real, name=name):
+                grids.setdefault(name, []).append(grid)
+                return real[grid]
 
-    monkeypatch.setattr(reparam_kl, "_reparam_kl_fwd", Recording())
-    mu, logvar = torch.randn(3, 2), torch.randn(3, 2)
-    reparameterize_kl(mu, logvar, samples=70, seed=1, backend="triton")
-    assert len(grids[0]) == 1 and grids[0][0] == 70 * math.ceil(3 / reparam_kl.tile_sizes(3, 2)[0])
+        monkeypatch.setattr(reparam_kl, name, Recording())
+    mu = torch.randn(3, 2, device=device, requires_grad=True)
+    logvar = torch.randn(3, 2, device=device, requires_grad=True)
+    z, _ = reparameterize_kl(mu, logvar, samples=70, seed=1, backend="triton")
+    block_n, _, _ = reparam_kl.tile_sizes(3, 2)
+    assert grids["_reparam_kl_fwd"] == [(70 * math.ceil(3 / block_n),)]
+    # The backward's blocks, with tiles forced small so that there are several column blocks.
+    wide = torch.randn(5, 40, device=device, requires_grad=True)
+    z, _ = reparameterize_kl_variant(wide, wide, seed=2, tiles=(2, 8))
+    torch.autograd.grad(z.sum(), wide)
+    assert grids["_reparam_kl_bwd"][-1] == (math.ceil(5 / 2) * math.ceil(40 / 8),)
+    g = torch.autograd.grad(reparameterize_kl_variant(wide, wide, seed=2, tiles=(2, 8))[0].sum(),
+                            wide)[0]  # fmt: skip
+    z_ref = reparameterize_kl_variant(wide.detach(), wide.detach(), seed=2)[0]
+    eps = (z_ref - wide.detach()) / torch.exp(0.5 * wide.detach())
+    torch.testing.assert_close(g, 1 + 0.5 * torch.exp(0.5 * wide.detach()) * eps)
+
+
+@pytest.mark.cuda(devices=2)
+def test_launches_on_the_inputs_device_not_the_current_one():
+    mu = torch.randn(64, 16, device="cuda:1", requires_grad=True)
+    logvar = torch.randn(64, 16, device="cuda:1", requires_grad=True)
+    eps = torch.randn(64, 16, device="cuda:1")
+    with torch.cuda.device(0):
+        z, kl = reparameterize_kl(mu, logvar, eps=eps, backend="triton")
+        grads = torch.autograd.grad(z.sum() + kl.sum(), (mu, logvar))
+    ref = reparameterize_kl_reference(mu, logvar, eps)
+    want = torch.autograd.grad(ref[0].sum() + ref[1].sum(), (mu, logvar))
+    assert z.device == mu.device and grads[0].device == mu.device
+    torch.testing.assert_close(z, ref[0])
+    torch.testing.assert_close(kl, ref[1])
+    for got, expected in zip(grads, want, strict=True):
+        torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.slow
-def test_offsets_past_2_31_elements_are_computed_in_64_bits():
-    """Strided views into 4 GiB of untouched address space: column 2 of mu and the second
-    sample of grad_z lie past element 2^31, where 32-bit offset products wrap."""
-    big = torch.empty(2**31 + 4096, dtype=torch.float16)  # virtual: only read elements are touched
-    gen = torch.Generator().manual_seed(0)
+@pytest.mark.gpu_session
+def test_offsets_past_2_31_elements_are_computed_in_64_bits(device):
+    """Strided views into 4 GiB: column 2 of mu and the second sample of grad_z lie past
+    element 2^31, where 32-bit offset products wrap (virtual on the CPU: only read elements
+    are touched)."""
+    big = torch.empty(2**31 + 4096, dtype=torch.float16, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def view(shape, stride, offset, values):
         v = big.as_strided(shape, stride, offset)
@@ -363,12 +493,13 @@ def test_offsets_past_2_31_elements_are_computed_in_64_bits():
         return v
 
     n, d, s = 2, 3, 2
-    mu_v, lv_v = torch.randn(n, d, generator=gen), 0.3 * torch.randn(n, d, generator=gen)
+    mu_v = torch.randn(n, d, generator=gen, device=device)
+    lv_v = 0.3 * torch.randn(n, d, generator=gen, device=device)
     mu = view((n, d), (1, 2**30), 0, mu_v).requires_grad_()
     logvar = view((n, d), (1, 2**30), 8, lv_v).requires_grad_()
-    eps = torch.randn(s, n, d, generator=gen, dtype=torch.float32)
-    grad_z = view((s, n, d), (2**31, d, 1), 64, torch.randn(s, n, d, generator=gen))
-    grad_kl = torch.randn(n, generator=gen)
+    eps = torch.randn(s, n, d, generator=gen, device=device)
+    grad_z = view((s, n, d), (2**31, d, 1), 64, torch.randn(s, n, d, generator=gen, device=device))
+    grad_kl = torch.randn(n, generator=gen, device=device)
     z, kl = reparameterize_kl(mu, logvar, eps=eps, samples=s, backend="triton")
     grads = torch.autograd.grad((z, kl), (mu, logvar), (grad_z, grad_kl))
 
@@ -385,11 +516,11 @@ def test_offsets_past_2_31_elements_are_computed_in_64_bits():
 @pytest.mark.parametrize(
     "kwargs", [{}, {"return_log_q": True}, {"samples": 3, "return_log_q": True}]
 )
-def test_backward_allocates_no_zeros_and_copies_no_slices(kwargs):
+def test_backward_allocates_no_zeros_and_copies_no_slices(device, kwargs):
     """One sample returns (N, D) itself (no slice whose backward zero-fills a buffer), and
     unused outputs' gradients stay None (no materialized zeros): the profiler sees neither."""
-    mu = torch.randn(8, 4, requires_grad=True)
-    logvar = torch.randn(8, 4, requires_grad=True)
+    mu = torch.randn(8, 4, device=device, requires_grad=True)
+    logvar = torch.randn(8, 4, device=device, requires_grad=True)
     out = reparameterize_kl(mu, logvar, seed=1, backend="triton", **kwargs)
     assert type(out[0].grad_fn).__name__ == "ReparamKLBackward"
     with torch.profiler.profile() as prof:

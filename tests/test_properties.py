@@ -14,9 +14,8 @@ from vaebench.errors import DataError
 from vaebench.kernels.reference import reparameterize_kl_reference
 
 pytest.importorskip("triton")
-from vaebench.kernels.reparam_kl import reparameterize_kl_variant
+from benchmarks.kernel_variants import reparameterize_kl_variant
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -31,12 +30,12 @@ FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthChe
     dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
     seed=st.integers(0, 2**31 - 2),
 )
-def test_triton_matches_reference_on_random_problems(n, d, samples, tiles, dtype, seed):
-    generator = torch.Generator().manual_seed(seed)
-    mu = (torch.randn(n, d, generator=generator) * 2).to(DEVICE, dtype).requires_grad_()
-    logvar = (torch.randn(n, d, generator=generator) * 2).to(DEVICE, dtype).requires_grad_()
+def test_triton_matches_reference_on_random_problems(device, n, d, samples, tiles, dtype, seed):
+    generator = torch.Generator(device=device).manual_seed(seed)
+    mu = (torch.randn(n, d, generator=generator, device=device) * 2).to(dtype).requires_grad_()
+    logvar = (torch.randn(n, d, generator=generator, device=device) * 2).to(dtype).requires_grad_()
     shape = (samples, n, d) if samples > 1 else (n, d)
-    eps = torch.randn(shape, generator=generator).to(DEVICE)
+    eps = torch.randn(shape, generator=generator, device=device)
     z, kl, log_q = reparameterize_kl_variant(
         mu, logvar, eps=eps, samples=samples, return_log_q=True, tiles=tiles
     )
@@ -46,8 +45,8 @@ def test_triton_matches_reference_on_random_problems(n, d, samples, tiles, dtype
     torch.testing.assert_close(kl, ref[1], rtol=1e-5, atol=1e-5 * d)
     torch.testing.assert_close(log_q, ref[2], rtol=1e-5, atol=1e-5 * d)
     upstream = (
-        torch.randn(z.shape, generator=generator).to(DEVICE),
-        torch.randn(n, generator=generator).to(DEVICE),
+        torch.randn(z.shape, generator=generator, device=device),
+        torch.randn(n, generator=generator, device=device),
     )
     got = torch.autograd.grad(
         (z.float() * upstream[0]).sum() + (kl * upstream[1]).sum(), (mu, logvar)
