@@ -404,28 +404,44 @@ def test_injected_eps_gets_the_gradient_the_reference_gives(device, backend):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+BACKENDS_BUT_TORCH = ["triton", pytest.param("compile", marks=pytest.mark.slow)]
+
+
 @pytest.mark.gpu_session
+@pytest.mark.parametrize("backend", BACKENDS_BUT_TORCH)
 @pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0)], ids=str)
 @pytest.mark.parametrize("samples", [1, 3])
-def test_empty_inputs_give_the_same_empty_results_on_every_backend(device, shape, samples):
+def test_empty_inputs_give_the_same_empty_results_on_every_backend(device, backend, shape, samples):
     """No rows or no columns: empty z, kl = log_q = 0 per row (sums over no columns), empty
     gradients, as the reference gives; Triton launched nothing (next_power_of_2(0) raised)."""
     results = {}
-    for backend in ("torch", "triton"):
+    for name in ("torch", backend):
         mu = torch.zeros(shape, device=device, requires_grad=True)
         logvar = torch.zeros(shape, device=device, requires_grad=True)
         z, kl, log_q = reparameterize_kl(
-            mu, logvar, seed=1, samples=samples, backend=backend, return_log_q=True
+            mu, logvar, seed=1, samples=samples, backend=name, return_log_q=True
         )
         grads = torch.autograd.grad(z.sum() + kl.sum() + log_q.sum(), (mu, logvar))
-        results[backend] = (z, kl, log_q, *grads)
-    for got, want in zip(results["triton"], results["torch"], strict=True):
+        results[name] = (z, kl, log_q, *grads)
+    for got, want in zip(results[backend], results["torch"], strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype
         torch.testing.assert_close(got, want)
     n, d = shape
     assert results["torch"][1].shape == (n,)
     want_log_q = -0.5 * d * math.log(2 * math.pi)  # no columns: 0
-    assert torch.all(results["triton"][2] == want_log_q)
+    assert torch.all(results[backend][2] == want_log_q)
+
+
+@pytest.mark.slow
+def test_second_derivative_on_the_compile_backend_is_torchs_clear_error(device):
+    """AOTAutograd does not differentiate a compiled backward: torch says so in one line,
+    rather than returning a wrong number."""
+    mu = torch.randn(6, 5, device=device, requires_grad=True)
+    logvar = torch.randn(6, 5, device=device, requires_grad=True)
+    z, kl = reparameterize_kl(mu, logvar, eps=torch.randn(6, 5, device=device), backend="compile")
+    (g,) = torch.autograd.grad((z**2).sum() + (kl**2).sum() + (mu**3).sum(), mu, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not currently support double backward"):
+        torch.autograd.grad(g.sum(), mu)
 
 
 @pytest.mark.gpu_session
