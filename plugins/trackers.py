@@ -38,12 +38,15 @@ def _curves(history: list[dict[str, float]]) -> list[tuple[str, float, int]]:
 
 
 class MLflowTracker:
-    """One MLflow run per ``vaebench run`` (experiment ``vaebench``), one nested run per model:
-    its settings as params, its per-epoch curves as metrics with steps, its final figures as
-    metrics, its checkpoint as an artifact; the parent gets the run's config, result files and
-    report. Default store: the folder ``./mlruns``, holding an SQLite database (MLflow's
-    supported local backend; its plain-file store is frozen) and the artifacts;
-    ``--tracking-uri`` names another store or server.
+    """One MLflow run per ``vaebench run``, one nested run per model: its settings as params,
+    its per-epoch curves as metrics with steps, its final figures as metrics, its checkpoint
+    as an artifact; the parent gets the run's config, result files and report.
+
+    Where, by MLflow's own conventions: the store is ``--tracking-uri``, else
+    ``MLFLOW_TRACKING_URI`` (how MLflow users point every tool at the team's server), else the
+    folder ``./mlruns`` holding an SQLite database (MLflow's supported local backend; its
+    plain-file store is frozen) and the artifacts. The experiment is ``MLFLOW_EXPERIMENT_NAME``,
+    else ``vaebench``.
     """
 
     def __init__(self, out: Path, uri: str | None = None) -> None:
@@ -70,17 +73,19 @@ class MLflowTracker:
         for name in ("mlflow.store.db.utils", "alembic"):  # schema set-up chatter
             logging.getLogger(name).setLevel(logging.WARNING)
         artifacts = None
+        self.uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
         if self.uri is None:
             folder = Path("mlruns").resolve()
             folder.mkdir(exist_ok=True)
             self.uri = f"sqlite:///{folder / 'mlflow.db'}"
             artifacts = (folder / "artifacts").as_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(EXPERIMENT)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+        found = self.client.get_experiment_by_name(name)
         self.experiment = (
             found.experiment_id
             if found
-            else self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+            else self.client.create_experiment(name, artifact_location=artifacts)
         )
 
     def _log(self, run_id: str, params: dict[str, Any], metrics: list[tuple[str, float, int]]):

@@ -168,3 +168,90 @@ def test_a_missing_tracker_library_names_the_extra_before_training(registry, tmp
     with pytest.raises(ConfigError, match="--track absent"):
         run(resolve_config(config, registry), registry)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on the loopback address, with its own store and artifacts."""
+    import shutil
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = _free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    command = [
+        shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination", str(store / "artifacts"),
+    ]  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=store)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.mark.slow
+def test_mlflow_follows_mlflow_tracking_uri_and_experiment_name(tmp_path, mlflow_server):
+    """The way MLflow users point every tool at the team's server: the environment. The runs
+    land on that server, under that experiment, and nothing is written to ./mlruns."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "team-vae"}
+    out = tmp_path / "run"
+    done = run_cli(
+        "run", *FAST_CLI, "--plugins", "mlp,conv", "--track", "mlflow", "--out", str(out), "-q",
+        env_extra=env, cwd=cwd,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    assert not (cwd / "mlruns").exists(), "the local default was used despite the environment"
+    client = mlflow.tracking.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("team-vae")
+    assert experiment is not None and client.get_experiment_by_name("vaebench") is None
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all("neg_elbo" in c.data.metrics for c in children)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert "results.csv" in artifacts
+    # --tracking-uri still wins over the environment.
+    local = tmp_path / "local"
+    done = run_cli(
+        "run", *FAST_CLI, "--track", "mlflow", "--tracking-uri", f"sqlite:///{local}.db",
+        "--out", str(tmp_path / "run2"), "-q", env_extra=env, cwd=cwd,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(client.search_runs([experiment.experiment_id])) == 3
+    assert Path(f"{local}.db").is_file()

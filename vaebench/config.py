@@ -93,7 +93,7 @@ class RunConfig:
     iw_samples: int = option(100, "K of the importance-weighted NLL", low=1, column="K")
     timing_min_time: float = option(0.3, "seconds of timed repeats per throughput figure", low=0, above=True)
     track: list[str] = option([], "experiment trackers to tell about each model: mlflow, tensorboard (or a plugin's); the run's files stay the source of truth")
-    tracking_uri: str | None = option(None, "MLflow tracking URI (default: the folder ./mlruns) or TensorBoard log folder (default: OUT/tensorboard)")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the folder ./mlruns) or TensorBoard log folder (default: OUT/tensorboard)")
     out: str | None = option(None, "output folder (default: a new runs/<timestamp>)", sweep=False)
     overwrite: bool = option(False, "replace the run already in --out (its files are deleted first)", sweep=False)
     quiet: bool = option(False, "print nothing but errors", short="-q", sweep=False)
