@@ -1079,3 +1079,43 @@ def test_a_sweep_file_seed_out_of_range_is_refused():
     ):
         RunConfig.from_mapping({"seeds": [0, 2**64]}, "sweep.toml")
     assert RunConfig.from_mapping({"seed": 2**63 - 1}, "sweep.toml").seed == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (
+            ("--iw-samples", "1000000000000"),
+            ("--iw-samples 1,000,000,000,000", "K x 16 test", "days"),
+        ),
+        (
+            ("--epochs", "10000000000"),
+            ("--epochs 10,000,000,000", "training examples", "lower --epochs"),
+        ),
+        (
+            ("--model", "iwae", "-M", "iwae_samples=100000", "--epochs", "100000"),
+            ("x K = 100,000", "decoder passes"),
+        ),
+        (("--timing-batch-sizes", "64,1000000000"), ("--timing-batch-sizes 1,000,000,000", "GiB")),
+    ],
+    ids=["iw-samples", "epochs", "iwae-k-times-epochs", "timing-batch"],
+)
+def test_absurd_work_for_the_data_is_refused_with_its_cost(cli_limited, tmp_path, args, needles):
+    """K = 10^12 used to run for ever in silence (killed after 120 s); each such setting now
+    stops before training, in one line that states what it would cost, with nothing written."""
+    out = tmp_path / "run"
+    done = cli_limited("run", *FAST_CLI, *args, "--out", str(out), timeout=60)  # later flags win
+    assert_refused(done, *needles)
+    assert not out.exists()
+
+
+def test_the_largest_published_protocol_is_not_refused():
+    """K = 5000 over 60,000 test images and IWAE's 3,280 epochs of 50,000 at k = 50 pass."""
+    from vaebench.config import RunConfig
+    from vaebench.workload import check_workload
+
+    check_workload(RunConfig(iw_samples=5000), 50_000, 60_000, 784)
+    check_workload(
+        RunConfig(models=["iwae"], model_options={"iwae_samples": 50}, epochs=3280),
+        50_000, 10_000, 784,
+    )  # fmt: skip

@@ -62,9 +62,9 @@ def evaluate(
     }
     if objective.variational:
         terms = metrics.elbo_terms(model, x_test)
-        label = f"IW-NLL, K={iw_samples}, test examples"
-        with reporter.progress(label, x_test.shape[0]):
-            iw = metrics.iw_nll(model, x_test, iw_samples, on_batch=reporter.advance)
+        label = f"IW-NLL, K={iw_samples}, decoder passes"
+        with reporter.progress(label, x_test.shape[0] * iw_samples):
+            iw = metrics.iw_nll(model, x_test, iw_samples, on_passes=reporter.advance)
         bits = math.prod(dataset.input_shape) * math.log(2)  # nats per example -> bits per value
         result.update(
             neg_elbo=terms["neg_elbo"],

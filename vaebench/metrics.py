@@ -65,7 +65,7 @@ def iw_nll(
     model: VAE,
     x: torch.Tensor,
     samples: int,
-    on_batch: Callable[[int], None] | None = None,
+    on_passes: Callable[[int], None] | None = None,
 ) -> float:
     """Importance-weighted NLL estimate, -log (1/K) sum_k w_k (Burda et al., 2016), mean per example.
 
@@ -73,7 +73,8 @@ def iw_nll(
     is bounded by ``IW_BUDGET`` decoder outputs whatever K (5000 as in the IWAE and VampPrior
     papers, or more): examples go in batches and samples in chunks, combined by a running
     log-sum-exp. Time is O(n K) decoder calls, the cost of the estimator itself;
-    ``on_batch(examples)`` is told after each batch of examples (a progress bar).
+    ``on_passes(count)`` is told after each chunk how many decoder passes it made (a progress
+    bar of n K that moves even when one example's K samples take minutes).
     """
     values = math.prod(model.param_shape or x.shape[1:])
     decodes = max(1, min(IW_MAX_DECODES, IW_BUDGET // values))
@@ -83,11 +84,12 @@ def iw_nll(
         chunk = max(1, decodes // xb.shape[0])
         running = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
         for start in range(0, samples, chunk):
-            log_w = model.log_importance_weights(xb, min(chunk, samples - start)).double()
+            drawn = min(chunk, samples - start)
+            log_w = model.log_importance_weights(xb, drawn).double()
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
+            if on_passes is not None:
+                on_passes(drawn * xb.shape[0])
         total += -(running - math.log(samples)).sum().item()
-        if on_batch is not None:
-            on_batch(xb.shape[0])
     return total / x.shape[0]
 
 

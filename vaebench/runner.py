@@ -44,6 +44,7 @@ from vaebench.step import StepSettings
 from vaebench.timing import Timing, measure_reparam_kl, out_of_memory, throughput
 from vaebench.tracking import ModelRecord, Trackers
 from vaebench.train import TrainOutcome, train, watched_key
+from vaebench.workload import check_workload
 
 MAX_TIMING_BATCH = 256
 EXAMPLES_FOR_PRIORS = 512  # training inputs offered to priors that start from data (VampPrior)
@@ -93,6 +94,9 @@ class RunContext:
         if likelihood == "auto":  # Bernoulli for [0, 1] data, Gaussian otherwise
             likelihood = "bernoulli" if dataset.unit_interval else "gaussian"
         check_options(config, registry, dataset, likelihood)
+        check_workload(
+            config, len(dataset.x_train), len(dataset.x_test), math.prod(dataset.input_shape)
+        )
         device = torch.device(config.device)
         kernel_backend = resolve_backend(config.kernel, device)
         x_train, x_valid, x_test = (
