@@ -65,3 +65,15 @@ def test_loop_overhead_script_compares_both_loops(capsys, monkeypatch):
 
     assert loop_overhead.main(["--plugins", "mlp", "--epochs", "1", "--repeats", "1"]) == 0
     assert "mlp: bare " in capsys.readouterr().out
+
+
+def test_iw_nll_speed_prints_both_rates_and_the_ratios(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks import iw_nll_speed
+
+    args = ["--samples", "3,7", "--passes", "2000", "--repeats", "1", "--hidden", "16"]
+    assert iw_nll_speed.main(args) == 0
+    out = capsys.readouterr().out
+    assert "decoder at the run's batch 100" in out and "decoder at its best batch" in out
+    for k in (3, 7):
+        assert f"IW-NLL K={k}: " in out and "of the decoder at batch 100" in out

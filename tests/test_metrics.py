@@ -106,6 +106,7 @@ def test_iw_nll_streams_examples_and_samples_exactly(monkeypatch, budget, batch,
     samples in chunks of a running log-sum-exp) it equals the per-example reference."""
     model, x, samples = tiny_vae(), data(7), 4
     monkeypatch.setattr(metrics, "IW_BUDGET", budget)
+    monkeypatch.setattr(metrics, "IW_CPU_BUDGET", budget)  # these tensors are on the CPU
     torch.manual_seed(3)
     streamed = metrics.iw_nll(model, x, samples)
     torch.manual_seed(3)
@@ -139,6 +140,27 @@ def test_bernoulli_likelihood_matches_torch_distributions():
     logits, x = torch.randn(6, *SHAPE) * 3, torch.randint(0, 2, (6, *SHAPE)).float()
     expected = D.Bernoulli(logits=logits, validate_args=False).log_prob(x).flatten(1).sum(-1)
     torch.testing.assert_close(Bernoulli(SHAPE).log_prob(logits, x), expected)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_bernoulli_likelihood_matches_float64_cross_entropy_at_extreme_logits(scale):
+    """x l - softplus(l) against float64 binary cross-entropy: saturated logits (where a
+    naive log(sigmoid) overflows), values in [0, 1] (not only binary), one x broadcast over
+    many logits (the IW-NLL's samples)."""
+    gen = torch.Generator().manual_seed(int(scale))
+    logits = torch.randn(5, *SHAPE, generator=gen) * scale
+    for x in (torch.randint(0, 2, (5, *SHAPE), generator=gen).float(),
+              torch.rand(5, *SHAPE, generator=gen), torch.rand(1, *SHAPE, generator=gen)):  # fmt: skip
+        want = (
+            -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.double(), x.double().expand_as(logits), reduction="none"
+            )
+            .flatten(1)
+            .sum(-1)
+        )
+        got = Bernoulli(SHAPE).log_prob(logits, x)
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4 * scale)
 
 
 def test_standard_normal_prior_log_prob_and_samples():
