@@ -64,7 +64,12 @@ def test_loop_overhead_script_compares_both_loops(capsys, monkeypatch):
     from benchmarks import loop_overhead
 
     assert loop_overhead.main(["--plugins", "mlp", "--epochs", "1", "--repeats", "1"]) == 0
-    assert "mlp: bare " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        "mlp: bare " in out
+        and "the bare loop's speed" in out
+        and "validation reported apart" in out
+    )
 
 
 def test_iw_nll_speed_prints_both_rates_and_the_ratios(capsys, monkeypatch):

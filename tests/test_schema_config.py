@@ -191,8 +191,8 @@ def test_gpu_session_summary_survives_failed_measurements():
          "N": 8, "D": 4, "note": "error: RuntimeError: boom"},
         {**blank, "step": "bandwidth", "backend": "triton", "direction": "fwd+bwd", "dtype": "fp32",
          "N": 8, "D": 4, "median_ms": 1.0, "fraction_of_copy_bw": 0.9},
-        {**blank, "step": "bandwidth", "backend": "eager", "direction": "fwd+bwd", "dtype": "fp32",
-         "N": 8, "D": 4, "median_ms": 4.0},
+        {**blank, "step": "peers", "backend": "eager", "direction": "fwd+bwd", "dtype": "fp32",
+         "N": 8, "D": 4, "median_ms": 4.0, "method": "device"},
     ]  # fmt: skip
     text = summary(rows, {"device": "test"})
     assert "90% (met)" in text and "4.00x eager (target >= 3.0x: met)" in text

@@ -343,6 +343,27 @@ def test_validation_sees_the_steps_taken_and_the_clock_is_wall_time():
     assert 0 < outcome.seconds <= time.perf_counter() - started
 
 
+def test_validation_time_is_reported_apart_from_training_time(monkeypatch):
+    """A validation pass that takes 0.2 s an epoch lands in valid_seconds, not in seconds
+    (train time), and the two add up to the wall time."""
+    original = train_module.validate
+
+    def slow_validate(*args):
+        time.sleep(0.2)
+        return original(*args)
+
+    monkeypatch.setattr(train_module, "validate", slow_validate)
+    started = time.perf_counter()
+    outcome = train(
+        nn.Linear(1, 1), squares(8), objective=StepsSeen(), epochs=3, batch_size=4,
+        settings=StepSettings(lr=0.1), seed=0, x_valid=squares(3),
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    assert outcome.valid_seconds >= 0.6
+    assert 0 < outcome.seconds < 0.2, "validation leaked into the training time"
+    assert outcome.seconds + outcome.valid_seconds <= wall
+
+
 def test_fp16_trains_through_a_gradient_scaler_for_the_datas_device():
     """fp16 steps go through a GradScaler made for the training data's device (autocast and
     the scaler run on the CPU too): a step built without the device fails on its first update."""

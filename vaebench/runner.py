@@ -434,7 +434,9 @@ def train_stage(
             mode=mode,
             state_path=training_state(context, row),
         )
-    row.update(train_seconds=outcome.seconds, status=outcome.status)
+    row.update(
+        train_seconds=outcome.seconds, valid_seconds=outcome.valid_seconds, status=outcome.status
+    )
     row.update(epochs_run=outcome.epochs_run, best_epoch=outcome.best_epoch)
     if mode.compiled:  # timing adds its own first calls
         row["compile_seconds"] = outcome.compile_seconds

@@ -38,7 +38,8 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     status: str = "ok"
-    seconds: float = 0.0
+    seconds: float = 0.0  # training steps only: validation and compiling are apart
+    valid_seconds: float = 0.0  # the per-epoch validation passes
     best_epoch: int | None = None  # the epoch whose weights the model holds at the end
     stopped_early: bool = False
     compile_seconds: float = 0.0  # spent compiling before the first step (not in ``seconds``)
@@ -153,7 +154,11 @@ def train(
     if state_path is not None and state_path.exists():
         earlier = TrainingState.load(state_path)
         earlier.restore(model, step_fn, schedule, order_rng, outcome, kept)
-    started = time.perf_counter() - outcome.seconds
+    started = time.perf_counter() - outcome.seconds - outcome.valid_seconds
+
+    def training_seconds() -> float:
+        return time.perf_counter() - started - outcome.valid_seconds
+
     model.train()
     for epoch in range(outcome.epochs_run + 1, epochs + 1):
         lr = float(step_fn.optimizer.param_groups[0]["lr"])
@@ -172,7 +177,7 @@ def train(
             outcome.steps += 1
             if not torch.isfinite(loss):
                 outcome.status = f"diverged at step {outcome.steps}"
-                outcome.seconds = time.perf_counter() - started
+                outcome.seconds = training_seconds()
                 return outcome
             step_fn.update(loss)
             b = xb.shape[0]
@@ -190,7 +195,9 @@ def train(
         record.update({k: math.nan if k in missing else v.item() / seen for k, v in sums.items()})
         record["lr"] = lr
         if x_valid is not None:
+            validating = time.perf_counter()
             record.update(validate(model, objective, x_valid, outcome.steps))
+            outcome.valid_seconds += time.perf_counter() - validating
             value = record[watched]
             if value < kept.best_value:  # NaN never improves
                 kept.best_value, outcome.best_epoch = value, epoch
@@ -209,13 +216,13 @@ def train(
             outcome.stopped_early = True
             break
         if state_path is not None and epoch < epochs:
-            outcome.seconds = time.perf_counter() - started
+            outcome.seconds = training_seconds()
             TrainingState.of(model, step_fn, schedule, order_rng, outcome, kept).save(state_path)
     if kept.best_state is not None:
         model.load_state_dict(kept.best_state)
     elif x_valid is None:
         outcome.best_epoch = outcome.epochs_run
-    outcome.seconds = time.perf_counter() - started
+    outcome.seconds = training_seconds()
     return outcome
 
 
@@ -253,6 +260,7 @@ class TrainingState:
                 "history": outcome.history,
                 "steps": outcome.steps,
                 "seconds": outcome.seconds,
+                "valid_seconds": outcome.valid_seconds,
                 "best_epoch": outcome.best_epoch,
                 "best_value": kept.best_value,
                 "best_state": kept.best_state,
@@ -300,5 +308,6 @@ class TrainingState:
         order_rng.set_state(state["order_rng"])
         outcome.history = list(state["history"])
         outcome.steps, outcome.seconds = state["steps"], state["seconds"]
+        outcome.valid_seconds = state.get("valid_seconds", 0.0)  # absent before it existed
         outcome.best_epoch = state["best_epoch"]
         kept.best_value, kept.best_state = state["best_value"], state["best_state"]
