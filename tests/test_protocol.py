@@ -391,18 +391,21 @@ def test_task_mistakes_exit_2_with_one_line(tmp_path, capsys, extra, needle):
     assert not (tmp_path / "run").exists()
 
 
-def test_missing_files_name_where_they_are_published(tmp_path, capsys):
-    main(["run", "--task", "cifar10", "--data-root", str(tmp_path), "-q"])
+def test_missing_files_say_how_to_fetch_them_or_where_they_are_published(tmp_path, capsys):
+    assert main(["run", "--task", "cifar10", "--data-root", str(tmp_path), "-q"]) == 2
     err = capsys.readouterr().err
-    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in err and "never downloads" in err
+    assert "data_batch_1.bin" in err and "run `vaebench data fetch cifar10`" in err
+    assert main(["run", "--task", "omniglot", "--data-root", str(tmp_path), "-q"]) == 2
+    assert "github.com/yburda/iwae" in capsys.readouterr().err  # no pinned source: by hand
 
 
-def test_the_data_root_comes_from_the_environment_or_is_asked_for(
-    static_mnist_root, registry, monkeypatch
+def test_the_data_root_comes_from_the_environment_else_the_user_cache(
+    static_mnist_root, registry, monkeypatch, tmp_path
 ):
     monkeypatch.delenv(DATA_ENV, raising=False)
-    with pytest.raises(ConfigError, match=f"--data-root DIR or set \\${DATA_ENV}"):
-        resolve_config(RunConfig(task="static-mnist"), registry)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = resolve_config(RunConfig(task="static-mnist"), registry)
+    assert config.data_root == str(tmp_path / "cache" / "vaebench" / "data")  # data fetch's
     monkeypatch.setenv(DATA_ENV, str(static_mnist_root))
     config = resolve_config(RunConfig(task="static-mnist"), registry)
     assert load_dataset(config, registry).sizes()["n_valid"] == 20

@@ -64,6 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
         "completed epoch",
     )
 
+    run.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the task's files first when they are missing (vaebench data fetch)",
+    )
+
+    data = commands.add_parser(
+        "data",
+        help="fetch, verify and list the tasks' published data files",
+        description="Files go to --data-root, else $VAEBENCH_DATA, else the platform's user "
+        "cache folder. Each download is checked against the sha256 its task file pins.",
+    )
+    actions = data.add_subparsers(dest="action", required=True, parser_class=Parser)
+    fetch = actions.add_parser("fetch", help="download, verify and unpack tasks' files")
+    fetch.add_argument("tasks", nargs="+", metavar="TASK")
+    fetch.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a server may stay silent (default 30)"
+    )
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    listing = actions.add_parser("list", help="each task's files: verified, present or missing")
+    verify = actions.add_parser("verify", help="recompute every present file's sha256")
+    verify.add_argument("tasks", nargs="*", metavar="TASK", help="default: every task")
+    for sub in (fetch, listing, verify):
+        sub.add_argument("--data-root", type=Path, help="default: $VAEBENCH_DATA, else the cache")
+
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument(
@@ -164,12 +189,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.warnings and not config.quiet:
         for warning in config.warnings.split("; "):
             print(f"vaebench: warning: {warning}", file=sys.stderr)
+    if args.download and config.task:
+        from vaebench.datafetch import fetch
+
+        fetch(get_task(registry, config.task), Path(config.data_root), progress=not config.quiet)
     reporter = RichReporter(Console(stderr=True), quiet=config.quiet)
     rows = run(config, registry, reporter, resume=args.resume is not None)
     if not config.quiet and rows:
         references = get_task(registry, config.task).references if config.task else ()
         print_run(rows, config, references)
     return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """fetch: exit 2 on the first task that cannot be fetched (earlier ones are kept);
+    verify: exit 1 when a file's hash differs; list: what is where."""
+    from vaebench.datafetch import data_root, fetch, states
+    from vaebench.registry import load_registry
+    from vaebench.tasks import get_task
+
+    registry = load_registry()
+    root = data_root(args.data_root)
+    names = getattr(args, "tasks", None) or registry.names("task")
+    tasks = [get_task(registry, name) for name in names]  # an unknown name: before any work
+    if args.action == "fetch":
+        for task in tasks:
+            report = fetch(task, root, timeout=args.timeout, progress=not args.quiet)
+            got = f"downloaded {len(report.downloaded)}" if report.downloaded else "nothing new"
+            print(f"{task.name}: {got}, {len(report.kept)} already verified, in {root}")
+        return 0
+    bad = 0
+    for task in tasks:
+        for state in states(task, root, hashing=args.action == "verify"):
+            bad += state.state == "mismatch"
+            detail = f" ({state.detail})" if state.detail else ""
+            print(f"{task.name:<15} {state.state:<9} {state.path}{detail}")
+    return 1 if bad else 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -307,6 +362,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "data": cmd_data,
     "plugins": cmd_plugins,
     "tasks": cmd_tasks,
     "report": cmd_report,

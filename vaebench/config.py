@@ -62,7 +62,7 @@ class RunConfig:
     models: list[str] = option(["vae"], "objectives: vae, iwae, ae, dae, sae; AE-family rows use N(0, I) for samples", flag="model")
     task: str | None = option(None, "a versioned benchmark task (see vaebench tasks): its data, splits and protocol; other flags override its settings and the row says so")
     recipe: str | None = option(None, "a task's recipe (see vaebench tasks): every setting that produced one of its published figures; flags override it and the row says so")
-    data_root: str | None = option(None, f"folder holding the task's data files (default: ${DATA_ENV})")
+    data_root: str | None = option(None, f"folder holding the task's data files (default: ${DATA_ENV}, else the user cache folder vaebench data fetch fills)")
     dataset: str = option("digits", "a registered dataset name, or a path: a .npz file or a folder of MNIST IDX files")
     dataset_options: dict[str, Any] = option({}, "option of a named dataset, e.g. -D n_train=256; files take -D layout=nhwc or nchw", flag="dataset-option", short="-D")
     valid_fraction: float = option(0.1, "share of the training split held out for validation when the data has no validation split", low=0, above=True, below=1)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import os
 from pathlib import Path
 from typing import Any
 
-from vaebench.config import DATA_ENV, RunConfig, flag
+from vaebench.config import RunConfig, flag
 from vaebench.errors import ConfigError
 from vaebench.options import call_factory, check_option_keys, option_names
 from vaebench.registry import Registry
@@ -192,13 +191,11 @@ def is_path(spec: str, registry: Registry) -> bool:
 
 
 def data_root(config: RunConfig) -> Path:
-    """``--data-root`` or ``$VAEBENCH_DATA``: where the task's files are."""
-    root = config.data_root or os.environ.get(DATA_ENV)
-    if not root:
-        raise ConfigError(
-            f"--task {config.task} needs its data files: give --data-root DIR or set ${DATA_ENV}"
-        )
-    return Path(root).expanduser()
+    """``--data-root``, else ``$VAEBENCH_DATA``, else the folder ``vaebench data fetch``
+    fills by default (the platform's user cache)."""
+    from vaebench.datafetch import data_root as root_of
+
+    return root_of(config.data_root)
 
 
 def resolve_device(device: str) -> str:

@@ -116,6 +116,60 @@ def changed(settings: Mapping[str, Any], config: RunConfig, keys: Any) -> list[s
     return found
 
 
+UNPACK = ("none", "gz", "tar.gz", "zip")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file as its publisher distributes it: where (mirrors, tried in order), its sha256
+    as distributed and where that hash comes from, how it unpacks and which of the task's
+    files it provides (member path in the archive -> file name; "" for a plain or .gz file).
+    ``vaebench data fetch`` downloads nothing else and uses nothing that fails the hash."""
+
+    name: str  # the download's file name
+    urls: tuple[str, ...]
+    sha256: str
+    hash_source: str
+    provides: Mapping[str, str]
+    unpack: str = "none"
+    size: int | None = None
+    unpacked_sha256: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.urls or not all(isinstance(u, str) and "://" in u for u in self.urls):
+            raise ValueError(f"source {self.name}: urls must be a non-empty list of URLs")
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"source {self.name}: sha256 must be 64 lowercase hex digits")
+        if self.unpack not in UNPACK:
+            raise ValueError(f"source {self.name}: unpack must be one of {', '.join(UNPACK)}")
+        if not self.provides:
+            raise ValueError(f"source {self.name}: provides names no file")
+
+
+def _sources(files: Mapping[str, Any], source: str) -> tuple[Source, ...]:
+    found = []
+    for i, entry in enumerate(files.get("sources", [])):
+        try:
+            provides = entry.get("provides") or {"": entry["name"]}
+            found.append(
+                Source(
+                    name=str(entry["name"]),
+                    urls=tuple(entry["urls"]),
+                    sha256=str(entry["sha256"]),
+                    hash_source=str(entry["hash_source"]),
+                    provides=dict(provides),
+                    unpack=str(entry.get("unpack", "none")),
+                    size=entry.get("size"),
+                    unpacked_sha256=dict(entry.get("unpacked_sha256", {})),
+                )
+            )
+        except KeyError as exc:
+            raise ConfigError(f"{source}: data.sources[{i}]: missing {exc.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{source}: data.sources[{i}]: {exc}") from None
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Task:
     """One benchmark protocol. ``files`` maps a role (train, valid, test, ...) to a file name."""
@@ -125,8 +179,9 @@ class Task:
     description: str
     format: str  # a reader in vaebench.tasks.formats.READERS, or "module:function"
     files: Mapping[str, str]
-    published: str  # where the files can be downloaded (nothing is downloaded at run time)
+    published: str  # where the files are published (a run never downloads; ``data fetch`` does)
     folder: str = ""  # a sub-folder of the data root that may hold the files
+    sources: tuple[Source, ...] = ()  # what ``vaebench data fetch`` downloads, pinned by sha256
     valid_count: int | None = None  # validation held out of the training file(s) ...
     valid_from_end: bool = True  # ... taking the last examples in file order
     protocol: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -208,6 +263,7 @@ def task_from_mapping(data: Mapping[str, Any], source: str) -> Task:
             files=dict(files["files"]),
             published=str(files.get("published", "")),
             folder=str(files.get("folder", "")),
+            sources=_sources(files, source),
             valid_count=valid.get("count"),
             valid_from_end=valid.get("from", "end") == "end",
             protocol=checked(_table(data, "protocol", source), f"{source} [protocol]"),
@@ -224,6 +280,10 @@ def task_from_mapping(data: Mapping[str, Any], source: str) -> Task:
     recipe_keys = {k for recipe in task.recipes.values() for k in recipe.settings}
     for key in fixed & (set(task.protocol) | set(task.defaults) | recipe_keys):
         raise ConfigError(f"{source}: '{key}' is fixed by the task's [data] table, not a setting")
+    provided = {name for src in task.sources for name in src.provides.values()}
+    if task.sources and not set(task.files.values()) <= provided:
+        missing = sorted(set(task.files.values()) - provided)
+        raise ConfigError(f"{source}: data.sources provide no {', '.join(missing)}")
     for ref in task.references:
         if ref.recipe and ref.recipe not in task.recipes:
             raise ConfigError(f"{source}: a reference names recipe '{ref.recipe}', not defined")
@@ -303,9 +363,13 @@ def find_files(task: Task, root: Path) -> dict[str, Path]:
         if len(found) == len(task.files):
             return found
     where = " or ".join(str(f) for f in folders)
+    how = (
+        f"run `vaebench data fetch {task.name}` (or add --download)"
+        if task.sources
+        else f"download them from {task.published}"
+    )
     raise DataError(
-        f"task {task.name}: expected {', '.join(task.files.values())} in {where}; "
-        f"download them from {task.published} (vaebench never downloads)"
+        f"task {task.name}: expected {', '.join(task.files.values())} in {where}; {how}"
     )
 
 
