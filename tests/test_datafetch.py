@@ -366,3 +366,20 @@ def test_a_task_without_sources_says_where_to_get_its_files(tmp_path):
         match=r"pins no download source: get a\.amat, b\.amat from https://example\.org/data",
     ):
         fetch(task, tmp_path, progress=False)
+
+
+def test_every_builtin_task_but_omniglot_pins_each_file_and_says_where_the_hash_comes_from():
+    from vaebench.tasks import builtin_factories
+
+    for name, factory in builtin_factories().items():
+        task = factory()
+        if name == "omniglot":  # no published sha256 of chardata.mat could be confirmed
+            assert task.sources == ()
+            continue
+        provided = {f for s in task.sources for f in s.provides.values()}
+        assert set(task.files.values()) <= provided, name
+        for source in task.sources:
+            assert "TensorFlow Datasets" in source.hash_source
+            assert all(u.startswith(("http://", "https://")) for u in source.urls)
+            if source.unpack == "gz":  # the unpacked IDX files are pinned too
+                assert set(source.unpacked_sha256) == set(source.provides.values())
