@@ -383,3 +383,124 @@ def test_every_builtin_task_but_omniglot_pins_each_file_and_says_where_the_hash_
             assert all(u.startswith(("http://", "https://")) for u in source.urls)
             if source.unpack == "gz":  # the unpacked IDX files are pinned too
                 assert set(source.unpacked_sha256) == set(source.provides.values())
+
+
+def test_a_server_sending_more_than_the_pinned_size_is_cut_off(server, tmp_path):
+    """No pinned-size file fills the disk: the transfer stops past the pinned size (and a
+    file with no pinned size past MOST_BYTES), whatever Content-Length says."""
+    sources, _ = plain_sources(server, tmp_path)
+    name = sources[0]["name"]
+    sources[0]["size"] = 1000
+    server.serve(f"/m0/{name}", b"0 1 " * 100_000)  # 400 kB where 1 kB is pinned
+    root = tmp_path / "data"
+    with pytest.raises(FetchError, match="TooLarge"):
+        fetch(loop_task(sources), root, progress=False)
+    assert visible_files(root) == set() and not (root / "binarized_mnist" / REJECTED).exists()
+
+
+def test_an_archive_that_is_not_what_it_claims_is_one_line(server, tmp_path):
+    bodies = {f"binarized_mnist_{s}.amat": amat_bytes(tmp_path, n, i)
+              for i, (s, n) in enumerate(SPLITS.items())}  # fmt: skip
+    packed = _zip({n: b for n, b in bodies.items()})  # a zip, announced as a tar.gz
+    url = server.serve("/all.tar.gz", packed)
+    sources = [{"name": "all.tar.gz", "urls": [url], "sha256": sha(packed), "unpack": "tar.gz",
+                "provides": {n: n for n in bodies}, "hash_source": "test"}]  # fmt: skip
+    with pytest.raises(FetchError, match=r"not a readable tar\.gz archive"):
+        fetch(loop_task(sources), tmp_path / "data", progress=False)
+    assert visible_files(tmp_path / "data") == set()
+
+
+def test_a_tar_of_a_folder_and_its_dot_member_unpacks_and_files_are_readable(server, tmp_path):
+    bodies = {f"binarized_mnist_{s}.amat": amat_bytes(tmp_path, n, i)
+              for i, (s, n) in enumerate(SPLITS.items())}  # fmt: skip
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        dot = tarfile.TarInfo(".")
+        dot.type = tarfile.DIRTYPE
+        tar.addfile(dot)
+        for name, body in bodies.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    packed = buffer.getvalue()
+    url = server.serve("/dot.tar.gz", packed)
+    sources = [{"name": "dot.tar.gz", "urls": [url], "sha256": sha(packed), "unpack": "tar.gz",
+                "provides": {f"./{n}": n for n in bodies}, "hash_source": "test"}]  # fmt: skip
+    root = tmp_path / "data"
+    previous = os.umask(0o022)
+    try:
+        fetch(loop_task(sources), root, progress=False)
+    finally:
+        os.umask(previous)
+    for name in bodies:
+        assert (root / "binarized_mnist" / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_link_member_pointing_outside_refuses_the_archive(server, tmp_path):
+    body = amat_bytes(tmp_path, 5, 0)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        link = tarfile.TarInfo("innocent.amat")
+        link.type, link.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+        tar.addfile(link)
+        info = tarfile.TarInfo("binarized_mnist_train.amat")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    packed = buffer.getvalue()
+    url = server.serve("/link.tar.gz", packed)
+    sources = [{"name": "link.tar.gz", "urls": [url], "sha256": sha(packed), "unpack": "tar.gz",
+                "provides": {f"binarized_mnist_{s}.amat": f"binarized_mnist_{s}.amat"
+                             for s in SPLITS}, "hash_source": "test"}]  # fmt: skip
+    with pytest.raises(FetchError, match="escapes its folder"):
+        fetch(loop_task(sources), tmp_path / "data", progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"provides": {"": "../../escaped.bin"}}, "must be a plain file name"),
+        ({"name": "../x.amat"}, "must be a plain file name"),
+        ({"provides": {"a": "x", "b": "y"}}, "provides one file"),
+        ({"sha256": "ABC"}, "64 lowercase hex digits"),
+        ({"urls": ["not a url"]}, "non-empty list of URLs"),
+    ],
+)
+def test_a_task_file_whose_sources_could_escape_or_lie_is_refused(change, message):
+    from vaebench.errors import ConfigError
+
+    source = {"name": "binarized_mnist_train.amat", "urls": ["http://127.0.0.1/x"],
+              "sha256": "0" * 64, "hash_source": "test", **change}  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        loop_task([source])
+
+
+def test_a_hand_edited_manifest_does_not_break_list_or_verify(server, tmp_path):
+    sources, _ = plain_sources(server, tmp_path)
+    task, root = loop_task(sources), tmp_path / "data"
+    fetch(task, root, progress=False)
+    (root / "binarized_mnist" / MANIFEST).write_text('{"binarized_mnist_train.amat": "oops"}')
+    assert {s.state for s in states(task, root, hashing=True)} == {"verified"}  # pinned hashes
+    assert {s.state for s in states(task, root, hashing=False)} == {"present"}
+
+
+def test_a_bad_timeout_is_one_line(server, tmp_path):
+    sources, _ = plain_sources(server, tmp_path)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(FetchError, match="--timeout must be a positive number"):
+            fetch(loop_task(sources), tmp_path / "data", timeout=bad, progress=False)
+
+
+@pytest.mark.slow
+def test_run_download_with_the_files_present_needs_no_network(server, tmp_path):
+    sources, _ = plain_sources(server, tmp_path)
+    env = task_plugin(tmp_path, sources)
+    data = tmp_path / "data"
+    assert run_cli("data", "fetch", "loop-mnist", "--data-root", str(data), "-q",
+                   env_extra=env).returncode == 0  # fmt: skip
+    server.routes.clear()  # every URL now answers 404: offline, as far as the task knows
+    hits = sum(server.hits.values())
+    ran = run_cli("run", "--task", "loop-mnist", "--data-root", str(data), "--download",
+                  "--epochs", "1", "--iw-samples", "2", "--timing-min-time", "0.01", "--out",
+                  str(tmp_path / "run"), "-q", env_extra=env)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert sum(server.hits.values()) == hits, "--download fetched files that were there"

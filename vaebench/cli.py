@@ -189,10 +189,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.warnings and not config.quiet:
         for warning in config.warnings.split("; "):
             print(f"vaebench: warning: {warning}", file=sys.stderr)
-    if args.download and config.task:
+    if args.download and config.task:  # only what is missing: a run works offline otherwise
         from vaebench.datafetch import fetch
+        from vaebench.errors import DataError
+        from vaebench.tasks import find_files
 
-        fetch(get_task(registry, config.task), Path(config.data_root), progress=not config.quiet)
+        task = get_task(registry, config.task)
+        try:
+            find_files(task, Path(config.data_root))
+        except DataError:
+            fetch(task, Path(config.data_root), progress=not config.quiet)
     reporter = RichReporter(Console(stderr=True), quiet=config.quiet)
     rows = run(config, registry, reporter, resume=args.resume is not None)
     if not config.quiet and rows:
@@ -219,9 +225,10 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{task.name}: {got}, {len(report.kept)} already verified, in {root}")
         return 0
     bad = 0
+    named = bool(getattr(args, "tasks", None))  # verify NAME: its missing files count too
     for task in tasks:
         for state in states(task, root, hashing=args.action == "verify"):
-            bad += state.state == "mismatch"
+            bad += state.state == "mismatch" or (named and state.state == "missing")
             detail = f" ({state.detail})" if state.detail else ""
             print(f"{task.name:<15} {state.state:<9} {state.path}{detail}")
     return 1 if bad else 0

@@ -24,6 +24,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -105,7 +106,8 @@ def states(task: Task, root: Path, *, hashing: bool) -> list[FileState]:
         if not path.is_file():
             found.append(FileState(name, path, "missing"))
             continue
-        entry = manifest.get(name, {})
+        entry = manifest.get(name)
+        entry = entry if isinstance(entry, dict) else {}  # a hand-edited manifest
         want = pins.get(name) or entry.get("sha256")
         if not hashing:
             same_size = entry.get("size") == path.stat().st_size
@@ -144,6 +146,56 @@ class _RichBar:
         self._progress.stop()
 
 
+class TooLarge(OSError):
+    """A server sent more bytes than the file can hold."""
+
+
+class _BoundedDownloader:
+    """A pooch downloader (``downloader(url, output_file, pooch)``) that a server cannot
+    make run for ever or fill the disk: at most ``limit`` bytes (the pinned size, else
+    ``MOST_BYTES``), ``timeout`` per connection and read, ``deadline`` seconds in all, and no
+    transparent decompression (``Accept-Encoding: identity``: the pinned hash is of the bytes
+    as distributed)."""
+
+    def __init__(self, limit: int, timeout: float, deadline: float, bar) -> None:
+        self.limit, self.timeout, self.deadline, self.bar = limit, timeout, deadline, bar
+
+    def __call__(self, url: str, output_file, pooch=None) -> None:
+        import time
+
+        import requests
+
+        started = time.monotonic()
+        headers = {"Accept-Encoding": "identity"}
+        with requests.get(url, stream=True, timeout=self.timeout, headers=headers) as response:
+            response.raise_for_status()
+            announced = int(response.headers.get("content-length") or 0)
+            if announced > self.limit:
+                raise TooLarge(
+                    f"the server announces {announced:,} bytes, more than {self.limit:,}"
+                )
+            if self.bar:
+                self.bar.total = announced or self.limit
+                self.bar.reset()
+            written = 0
+            with open(output_file, "wb") if isinstance(output_file, str) else contextlib.nullcontext(output_file) as out:  # fmt: skip
+                for chunk in response.raw.stream(1 << 16, decode_content=False):
+                    written += len(chunk)
+                    if written > self.limit:
+                        raise TooLarge(f"more than {self.limit:,} bytes")
+                    if time.monotonic() - started > self.deadline:
+                        raise TimeoutError(f"still downloading after {self.deadline:.0f} s")
+                    out.write(chunk)
+                    if self.bar:
+                        self.bar.update(len(chunk))
+            if announced and written != announced:
+                raise OSError(f"transfer cut short: {written:,} of {announced:,} bytes")
+
+
+MOST_BYTES = 8 * 2**30  # a download with no pinned size: no published file here is larger
+DEADLINE_S = 6 * 3600.0  # a whole download, however slow the link
+
+
 def _download(source: Source, staging: Path, timeout: float, progress: bool) -> tuple[Path, str]:
     """The first mirror's download whose sha256 is the pinned one, and its URL."""
     import pooch
@@ -154,7 +206,8 @@ def _download(source: Source, staging: Path, timeout: float, progress: bool) -> 
         (staging / source.name).unlink(missing_ok=True)  # a stale one from an earlier try
         bar = _RichBar(f"{source.name} from {url}") if progress else False
         try:
-            downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=bar)
+            limit = source.size or MOST_BYTES
+            downloader = _BoundedDownloader(limit, timeout, DEADLINE_S, bar)
             path = Path(
                 pooch.retrieve(url, None, fname=source.name, path=staging, downloader=downloader)
             )
@@ -174,16 +227,19 @@ def _download(source: Source, staging: Path, timeout: float, progress: bool) -> 
         os.replace(path, kept)
         tried.append(f"{url} (sha256 {got[:12]}… is not the pinned {source.sha256[:12]}…; kept "
                      f"aside in {kept})")  # fmt: skip
+    files = ", ".join(source.provides.values())
+    unpacked = "" if source.unpack == "none" else f" (unpacked from {source.name})"
     raise FetchError(
-        f"could not fetch {source.name}: tried {'; '.join(tried)}. Offline? Copy {source.name} "
-        f"(sha256 {source.sha256}) into {staging.parent} by hand; `vaebench data verify` "
-        "checks it"
+        f"could not fetch {source.name}: tried {'; '.join(tried)}. Offline? Place {files}"
+        f"{unpacked} in {staging.parent} by hand; `vaebench data verify` checks it"
     )
 
 
 def _safe_member(name: str, archive: str) -> str:
     """A member path that stays inside the archive's folder, else one refusing line."""
     parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name in (".", "./"):  # the archive's own folder (tar -C DIR -czf x.tar.gz .)
+        return name
     if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
         raise FetchError(
             f"{archive}: member '{name}' escapes its folder; refused, nothing unpacked"
@@ -203,8 +259,8 @@ def _members(archive: Path, unpack: str) -> Iterator[dict[str, object]]:
             members = tar.getmembers()
             for member in members:
                 _safe_member(member.name, archive.name)
-                if (member.issym() or member.islnk()) and not member.linkname.startswith("."):
-                    _safe_member(member.linkname, archive.name)
+                if member.issym() or member.islnk():  # never written, but no archive of ours
+                    _safe_member(member.linkname, archive.name)  # points outside itself
             yield {m.name: m for m in members if m.isfile()} | {"_open": tar.extractfile}
         return
     with zipfile.ZipFile(archive) as zipped:
@@ -213,14 +269,33 @@ def _members(archive: Path, unpack: str) -> Iterator[dict[str, object]]:
         yield {name: name for name in zipped.namelist()} | {"_open": zipped.open}
 
 
+def _readable(path: Path) -> None:
+    """What a plain ``open`` would have made (``mkstemp`` makes 0600): a shared data folder
+    stays readable to its other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def _place(source: Source, download: Path, folder: Path) -> dict[str, str]:
     """Each provided file moved or unpacked into ``folder`` atomically; name -> sha256."""
-    placed = {}
+    digest = sha256_file(download)  # again, from the file that is about to be used
+    if digest != source.sha256:
+        raise FetchError(f"{download}: changed after it was verified; fetch again")
+    _readable(download)
     if source.unpack == "none":
         ((_, name),) = source.provides.items()
-        digest = sha256_file(download)
         os.replace(download, folder / name)
         return {name: digest}
+    try:
+        return _unpack(source, download, folder)
+    except (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile) as exc:
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise FetchError(f"{source.name}: not a readable {source.unpack} archive ({why})") from None
+
+
+def _unpack(source: Source, download: Path, folder: Path) -> dict[str, str]:
+    placed = {}
     with _members(download, source.unpack) as members:
         opener = members.pop("_open", None)
         for member, name in source.provides.items():
@@ -234,14 +309,16 @@ def _place(source: Source, download: Path, folder: Path) -> dict[str, str]:
                     while chunk := handle.read(1 << 20):
                         out.write(chunk)
                         digest.update(chunk)
-            except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            except (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile) as exc:
                 Path(temp).unlink(missing_ok=True)
-                raise FetchError(f"{source.name}: cannot unpack {member or name}: {exc}") from None
+                why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                raise FetchError(f"{source.name}: cannot unpack {member or name}: {why}") from None
             want = source.unpacked_sha256.get(name)
             if want and digest.hexdigest() != want:
                 Path(temp).unlink(missing_ok=True)
                 raise FetchError(f"{source.name}: unpacked {name} has sha256 "
                                  f"{digest.hexdigest()[:12]}…, not the pinned {want[:12]}…")  # fmt: skip
+            _readable(Path(temp))
             os.replace(temp, folder / name)
             placed[name] = digest.hexdigest()
     download.unlink()
@@ -277,6 +354,8 @@ def fetch(
             f"task {task.name} pins no download source: get {', '.join(task.files.values())} "
             f"from {task.published} and place them in {folder_of(task, root)}"
         )
+    if not timeout > 0 or timeout == float("inf"):
+        raise FetchError(f"--timeout must be a positive number of seconds, got {timeout}")
     folder = folder_of(task, root)
     _writable(folder)
     report = FetchReport([], [])

@@ -144,6 +144,17 @@ class Source:
             raise ValueError(f"source {self.name}: unpack must be one of {', '.join(UNPACK)}")
         if not self.provides:
             raise ValueError(f"source {self.name}: provides names no file")
+        if self.unpack in ("none", "gz") and list(self.provides) != [""]:
+            raise ValueError(f"source {self.name}: a {self.unpack} source provides one file: "
+                             '{ "" = "NAME" }')  # fmt: skip
+        for name in (self.name, *self.provides.values(), *self.unpacked_sha256):
+            if not _plain_name(name):
+                raise ValueError(f"source {self.name}: '{name}' must be a plain file name")
+
+
+def _plain_name(name: str) -> bool:
+    """A file name that stays in its folder: no separator, drive, or dot-only name."""
+    return bool(name) and not any(c in name for c in "/\\:\0") and name not in (".", "..")
 
 
 def _sources(files: Mapping[str, Any], source: str) -> tuple[Source, ...]:
@@ -280,6 +291,8 @@ def task_from_mapping(data: Mapping[str, Any], source: str) -> Task:
     recipe_keys = {k for recipe in task.recipes.values() for k in recipe.settings}
     for key in fixed & (set(task.protocol) | set(task.defaults) | recipe_keys):
         raise ConfigError(f"{source}: '{key}' is fixed by the task's [data] table, not a setting")
+    if ".." in Path(task.folder).parts or Path(task.folder).is_absolute():
+        raise ConfigError(f"{source}: [data] folder must stay under the data root")
     provided = {name for src in task.sources for name in src.provides.values()}
     if task.sources and not set(task.files.values()) <= provided:
         missing = sorted(set(task.files.values()) - provided)
