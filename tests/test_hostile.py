@@ -662,7 +662,9 @@ class TestProtocolInput:
         (tmp_path / "unrelated.txt").write_text("keep me")
         before = snapshot(tmp_path)
         done = cli_limited("run", "--task", "static-mnist", "--data-root", str(tmp_path), "-q")
-        assert_refused(done, "binarized_mnist_train.amat", "larocheh", "never downloads")
+        assert_refused(
+            done, "binarized_mnist_train.amat", "larocheh", "vaebench data fetch static-mnist"
+        )
         assert_kept(before, tmp_path)
 
     def test_task_data_root_is_a_file(self, tmp_path, cli_limited):

@@ -268,7 +268,12 @@ def test_cuda_graph_training_learns_like_eager(registry, tmp_path):
         assert 0 < graphed["train_device_busy"] <= 1.05
 
 
-def test_a_curve_batch_too_large_for_memory_is_skipped_not_fatal(registry, tmp_path):
+def test_a_curve_batch_too_large_for_memory_is_skipped_not_fatal(registry, tmp_path, monkeypatch):
+    """A batch this machine cannot hold is skipped at run time (one no device could hold is
+    refused before training: vaebench.workload, lifted here to reach the run-time path)."""
+    from vaebench import workload
+
+    monkeypatch.setattr(workload, "MOST_BATCH_BYTES", float("inf"))
     config = small_config(tmp_path, timing_batch_sizes=[16, 10**12], epochs=1)
     (row,) = run(resolve_config(config, registry), registry)
     assert row["status"] == "ok" and row["checkpoint"]

@@ -377,7 +377,8 @@ def find_files(task: Task, root: Path) -> dict[str, Path]:
             return found
     where = " or ".join(str(f) for f in folders)
     how = (
-        f"run `vaebench data fetch {task.name}` (or add --download)"
+        f"run `vaebench data fetch {task.name}` (or add --download), or get them from "
+        f"{task.published}"
         if task.sources
         else f"download them from {task.published}"
     )
