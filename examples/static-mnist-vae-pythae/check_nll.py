@@ -25,21 +25,26 @@ from torch import nn
 CHUNK = 2000  # images per step; samples go in chunks of 100 as in pythae
 
 
+def _stack(state: dict[str, torch.Tensor], prefix: str) -> nn.Sequential:
+    """The MLP whose Linear weights are ``prefix.net.<i>.weight``, in order, ReLU between
+    (784-400-... as the checkpoint holds it: one hidden layer or two)."""
+    indices = sorted(
+        int(k.split(".")[2])
+        for k in state
+        if k.startswith(f"{prefix}.net.") and k.endswith(".weight")
+    )
+    layers: list[nn.Module] = []
+    for n, i in enumerate(indices):
+        weight, bias = state[f"{prefix}.net.{i}.weight"], state[f"{prefix}.net.{i}.bias"]
+        linear = nn.Linear(weight.shape[1], weight.shape[0])
+        linear.load_state_dict({"weight": weight, "bias": bias})
+        layers += [linear] if n == len(indices) - 1 else [linear, nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 def networks(checkpoint: Path) -> tuple[nn.Module, nn.Module]:
     state = torch.load(checkpoint, weights_only=True)["state_dict"]
-    encoder = nn.Sequential(nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 80))
-    decoder = nn.Sequential(nn.Linear(40, 400), nn.ReLU(), nn.Linear(400, 784))
-    encoder.load_state_dict(
-        {
-            k.replace("encoder.net.1", "0").replace("encoder.net.3", "2"): v
-            for k, v in state.items()
-            if k.startswith("encoder")
-        }
-    )
-    decoder.load_state_dict(
-        {k.replace("decoder.net.", ""): v for k, v in state.items() if k.startswith("decoder")}
-    )
-    return encoder.eval(), decoder.eval()
+    return _stack(state, "encoder").eval(), _stack(state, "decoder").eval()
 
 
 @torch.no_grad()
