@@ -504,3 +504,16 @@ def test_run_download_with_the_files_present_needs_no_network(server, tmp_path):
                   str(tmp_path / "run"), "-q", env_extra=env)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert sum(server.hits.values()) == hits, "--download fetched files that were there"
+
+
+def test_list_reports_the_files_a_run_would_read_in_the_root_too(server, tmp_path):
+    """Files in the data root itself (not its task folder) are what a run reads: list and
+    verify say so, instead of "missing" beside a run that trains on them."""
+    sources, bodies = plain_sources(server, tmp_path)
+    root = tmp_path / "flat"
+    root.mkdir()
+    for name, body in bodies.items():
+        (root / name).write_bytes(body)
+    task = loop_task(sources)
+    assert {s.state for s in states(task, root, hashing=True)} == {"verified"}  # pinned hashes
+    assert {s.path.parent for s in states(task, root, hashing=False)} == {root}

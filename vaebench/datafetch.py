@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vaebench.config import DATA_ENV
-from vaebench.errors import VaebenchError
+from vaebench.errors import DataError, VaebenchError
 from vaebench.formats import sha256_file
-from vaebench.tasks import Source, Task
+from vaebench.tasks import Source, Task, find_files
 
 MANIFEST = ".vaebench-manifest.json"
 STAGING = ".partial"
@@ -97,15 +97,21 @@ def states(task: Task, root: Path, *, hashing: bool) -> list[FileState]:
     a manifest entry whose size still matches reads as verified."""
     folder = folder_of(task, root)
     manifest, pins = _manifest(folder), _pinned(task)
+    try:  # where a run would read them (the task's folder, else the root; a .gz IDX twin)
+        where = {task.files[role]: path for role, path in find_files(task, root).items()}
+    except DataError:
+        where = {}
     found = []
     for name in task.files.values():
-        path = folder / name
-        if not path.is_file() and task.format == "idx" and path.with_name(name + ".gz").is_file():
-            found.append(FileState(name, path.with_name(name + ".gz"), "present", "gzipped"))
+        path = where.get(name, folder / name)
+        if path.name != name:
+            found.append(FileState(name, path, "present", "gzipped"))
             continue
         if not path.is_file():
             found.append(FileState(name, path, "missing"))
             continue
+        if path.parent != folder:  # files in the root itself: no manifest of ours there
+            manifest = {}
         entry = manifest.get(name)
         entry = entry if isinstance(entry, dict) else {}  # a hand-edited manifest
         want = pins.get(name) or entry.get("sha256")
