@@ -45,33 +45,27 @@ def peak_rss_mb(fn) -> tuple[object, float]:
     return value, field("VmHWM:") - base
 
 
-def rates(fn, passes: int, repeats: int) -> tuple[float, float, float]:
-    """(median, min, max) decoder passes a second over ``repeats`` timed calls."""
-    fn()  # warm-up
-    seen = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        seen.append(passes / (time.perf_counter() - started))
-    return statistics.median(seen), min(seen), max(seen)
+def timed_rate(fn, passes: int) -> float:
+    started = time.perf_counter()
+    fn()
+    return passes / (time.perf_counter() - started)
 
 
-def decoder_rate(model, latent: int, repeats: int, passes: int, batches) -> tuple[int, tuple]:
-    """The decoder's best rate over ``batches`` (no autograd, fp32 outputs)."""
-    best = (0, (0.0, 0.0, 0.0))
-    for batch in batches:
-        z = torch.randn(batch, latent)
-        calls = max(1, passes // batch)
+def decoder_call(model, latent: int, batch: int, passes: int):
+    """Decoder passes in calls of ``batch`` (no autograd, fp32 outputs), and their count."""
+    z = torch.randn(batch, latent)
+    calls = max(1, passes // batch)
 
-        def decode(z=z, calls=calls):
-            with torch.no_grad():
-                for _ in range(calls):
-                    model.decode(z)
+    def decode() -> None:
+        with torch.no_grad():
+            for _ in range(calls):
+                model.decode(z)
 
-        measured = rates(decode, calls * batch, repeats)
-        if measured[0] > best[1][0]:
-            best = (batch, measured)
-    return best
+    return decode, calls * batch
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} (min {min(values):,.0f}, max {max(values):,.0f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,30 +86,41 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(load_registry(), spec, kernel_backend="torch").eval()
     info = environment("cpu")
     print(f"# {info['device_name']}, {torch.get_num_threads()} threads, torch {info['torch']}, "
-          f"fp32; MLP 784-{args.hidden}-{args.latent}, Bernoulli, 28x28 binary inputs")  # fmt: skip
-    _, (run, run_lo, run_hi) = decoder_rate(
-        model, args.latent, args.repeats, args.passes, (args.batch,)
-    )
-    print(f"decoder at the run's batch {args.batch} (vaebench's decode column): {run:,.0f} "
-          f"passes/s (min {run_lo:,.0f}, max {run_hi:,.0f})")  # fmt: skip
-    batch, (dec, dec_lo, dec_hi) = decoder_rate(
-        model, args.latent, args.repeats, args.passes, (256, 1024, 2048, 4096, 16384)
-    )
-    print(f"decoder at its best batch {batch}: {dec:,.0f} passes/s (min {dec_lo:,.0f}, "
-          f"max {dec_hi:,.0f})")  # fmt: skip
+          f"fp32; MLP 784-{args.hidden}-{args.latent}, Bernoulli, 28x28 binary inputs; "
+          f"median of {args.repeats} rounds, each timing every figure once in turn")  # fmt: skip
+    scan = {b: decoder_call(model, args.latent, b, args.passes) for b in (256, 1024, 4096, 16384)}
+    for fn, _ in scan.values():
+        fn()  # warm-up
+    best = max(scan, key=lambda b: timed_rate(*scan[b]))
+    calls = {"run": decoder_call(model, args.latent, args.batch, args.passes), "best": scan[best]}
     for k in (int(v) for v in args.samples.split(",")):
         n = max(1, args.passes // k)
         x = (torch.rand(n, 1, 28, 28) < 0.13).float()
-        with torch.no_grad():
-            (rate, lo, hi), peak = peak_rss_mb(
-                lambda x=x, k=k, n=n: rates(
-                    lambda: metrics.iw_nll(model, x, k), n * k, args.repeats
-                )
-            )
-        print(f"IW-NLL K={k}: {rate:,.0f} passes/s (min {lo:,.0f}, max {hi:,.0f}) over {n:,} "
-              f"examples; {rate / run:.0%} of the decoder at batch {args.batch}, {rate / dec:.0%} "
-              f"at its best; peak RSS added {peak:,.0f} MB; "
-              f"K={k} on 10,000 test images: {10_000 * k / rate:,.0f} s")  # fmt: skip
+
+        def estimate(x=x, k=k) -> None:
+            with torch.no_grad():
+                metrics.iw_nll(model, x, k)
+
+        calls[k] = (estimate, n * k)
+    peaks = {}
+    for key, (fn, _) in calls.items():  # warm-up; the IW-NLL's first call's peak memory
+        peaks[key] = peak_rss_mb(fn)[1]
+    seen: dict = {key: [] for key in calls}
+    for _ in range(args.repeats):  # in turn, so a slow spell of the machine hits every figure
+        for key, (fn, passes) in calls.items():
+            seen[key].append(timed_rate(fn, passes))
+    run, top = (statistics.median(seen[k]) for k in ("run", "best"))
+    print(f"decoder at the run's batch {args.batch} (vaebench's decode column): "
+          f"{spread(seen['run'])} passes/s")  # fmt: skip
+    print(f"decoder at its best batch {best}: {spread(seen['best'])} passes/s")
+    for key in (k for k in calls if isinstance(k, int)):
+        _, passes = calls[key]
+        peak = peaks[key]
+        rate = statistics.median(seen[key])
+        print(f"IW-NLL K={key}: {spread(seen[key])} passes/s over {passes // key:,} examples; "
+              f"{rate / run:.0%} of the decoder at batch {args.batch}, {rate / top:.0%} at its "
+              f"best; peak RSS its first call added {peak:,.0f} MB; K={key} on 10,000 test images: "
+              f"{10_000 * key / rate:,.0f} s")  # fmt: skip
     return 0
 
 

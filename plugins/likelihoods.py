@@ -33,6 +33,15 @@ class Bernoulli(nn.Module):
         logits = logits.float()
         return _sum_over_data(logits * x) - _sum_over_data(F.softplus(logits))
 
+    def log_prob_samples(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(B, S, ...)`` logits of S samples per example, ``(B, ...)`` x -> ``(B, S)``: the
+        IW-NLL's layout, with x never copied per sample and sum x l one batched
+        matrix-vector product per example (the optional fast path of the contract)."""
+        b, s = logits.shape[:2]
+        flat = logits.float().reshape(b, s, -1)
+        dot = torch.bmm(flat, x.float().reshape(b, -1, 1)).squeeze(-1)
+        return dot - F.softplus(flat).sum(-1)
+
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
 

@@ -265,3 +265,16 @@ def test_probe_standardizes_the_codes_and_fits_the_subsample(monkeypatch):
     probe.fit(codes[picked].numpy(), labels[picked].numpy())
     expected = probe.score(codes[300:].numpy(), labels[300:].numpy())
     assert metrics.probe_accuracy(codes[:300], labels[:300], codes[300:], labels[300:]) == expected
+
+
+def test_bernoulli_fast_path_for_samples_equals_log_prob_on_repeated_inputs():
+    """``log_prob_samples`` (the IW-NLL's layout, x never copied) against ``log_prob`` on x
+    repeated per sample: the same numbers, values in [0, 1] too."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 7, *SHAPE, generator=gen) * 5
+    for x in (torch.randint(0, 2, (4, *SHAPE), generator=gen).float(),
+              torch.rand(4, *SHAPE, generator=gen)):  # fmt: skip
+        lik = Bernoulli(SHAPE)
+        repeated = x.unsqueeze(1).expand(4, 7, *SHAPE).reshape(28, *SHAPE)
+        want = lik.log_prob(logits.reshape(28, *SHAPE), repeated).view(4, 7)
+        torch.testing.assert_close(lik.log_prob_samples(logits, x), want, rtol=1e-5, atol=1e-4)

@@ -95,7 +95,10 @@ def vaebench_register_likelihoods(register: Register) -> None:
     reconstructions. Its keyword parameters are the ``--likelihood-option KEY=VALUE`` options,
     checked by name like a prior's. A likelihood
     that needs more than one parameter per value offers ``param_shape(input_shape)``; the
-    decoder is then built for that shape instead of the input shape.
+    decoder is then built for that shape instead of the input shape. It may also offer
+    ``log_prob_samples(params, x) -> (B, S)`` for ``(B, S, *param_shape)`` params of S samples
+    per example and ``(B, *input_shape)`` x, the IW-NLL's layout: without it x is repeated per
+    sample and ``log_prob`` called.
     """
 
 

@@ -119,6 +119,13 @@ class VAE(nn.Module):
         )
         z = z.reshape(samples, *mu.shape)
         log_q = log_q.reshape(samples, x.shape[0])
+        if hasattr(self.likelihood, "log_prob_samples"):  # each example's samples together
+            by_example = z.transpose(0, 1).reshape(x.shape[0] * samples, -1)
+            params = self.decode(by_example)
+            params = params.view(x.shape[0], samples, *params.shape[1:])
+            log_px = self.likelihood.log_prob_samples(params, x).transpose(0, 1)
+            log_pz = self.prior.log_prob(by_example).view(x.shape[0], samples).transpose(0, 1)
+            return log_px + log_pz - log_q
         flat_z = z.reshape(samples * x.shape[0], -1)
         x_rep = x.unsqueeze(0).expand(samples, *x.shape).reshape(samples * x.shape[0], *x.shape[1:])
         log_px = self.likelihood.log_prob(self.decode(flat_z), x_rep).view(samples, -1)
