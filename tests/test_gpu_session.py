@@ -172,3 +172,15 @@ def test_smoke_runs_every_step_in_order_and_writes_nothing_outside_out(tmp_path)
     assert "## Targets" in summary and all(f"## {step}" in summary for step in order)
     assert list(home.iterdir()) == list(cwd.iterdir()) == list(tmp.iterdir()) == []
     assert sum(float(r["median_ms"]) for r in rows if r["backend"] == "(step)") < 300_000
+
+
+def test_a_stopped_test_run_still_counts_what_finished():
+    output = (
+        "tests/test_kernels_triton.py::test_a[1] PASSED [ 10%]\n"
+        "tests/test_kernels_triton.py::test_b PASSED [ 20%]\n"
+        "tests/test_kernels_op.py::test_c FAILED [ 30%]\n"
+        "tests/test_kernels_op.py::test_d SKIPPED (needs 2 CUDA device(s)) [ 40%]\n"
+    )
+    counts, failures = gpu_session.read_verbose(output)
+    assert counts == "2 passed, 1 failed, 1 skipped"
+    assert failures == [("test_c", "failed")]
