@@ -160,3 +160,31 @@ def test_compare_exit_codes(tiny_run, tmp_path, capsys):
     )
     assert main(["compare", str(tiny_run), str(other)]) == 2
     assert "no model (model:plugin/prior) in common" in capsys.readouterr().err
+
+
+def test_configuration_comes_last_folded_with_differing_settings_first(
+    tiny_run, hostile_registry, tmp_path
+):
+    """The answer first: the configuration dump is the last section, closed under its title in
+    the HTML, and across runs the settings that differ lead its table, highlighted."""
+    import shutil
+
+    other = tmp_path / "run-b"
+    shutil.copytree(tiny_run, other)
+    config = json.loads((other / "config.json").read_text())
+    config["epochs"] = 7
+    (other / "config.json").write_text(json.dumps(config))
+    html_path, md_path = make_report(
+        [tiny_run, other], tmp_path / "out" / "report.html", hostile_registry
+    )
+    html = html_path.read_text()
+    sections = re.findall(r'<section id="([^"]+)">', html)
+    assert sections[-1] == "configuration" and sections[0] != "configuration"
+    last = html[html.index('<section id="configuration">') :]
+    assert last.startswith('<section id="configuration"><details><summary>')
+    table = last[last.index("<tbody>") :]
+    first_row = re.search(r"<tr>(.*?)</tr>", table).group(1)
+    assert "<td>epochs</td>" in first_row and 'class="best"' in first_row
+    assert '<div class="scroll"><table>' in html
+    markdown = md_path.read_text()
+    assert markdown.rindex("## Configuration and environment") > markdown.index("## Quality")

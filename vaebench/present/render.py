@@ -40,6 +40,7 @@ class Section:
     id: str
     title: str
     blocks: list[Block] = field(default_factory=list)
+    folded: bool = False  # HTML: closed under its title (<details>), for reference material
 
 
 CSS = """
@@ -49,6 +50,10 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; }
 td:first-child, th:first-child { text-align: left; }
 td.best { background: #d9f2d9; font-weight: bold; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: #fff; }
+.scroll th:first-child { background: #f3f3f3; }
+details > summary { cursor: pointer; }
 img { max-width: 100%; }
 figcaption { font-size: 0.85rem; color: #555; }
 """
@@ -71,7 +76,8 @@ def _html_table(table: Table) -> str:
             for c, v in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll">{table_html}</div>'  # a wide table scrolls in its own box
 
 
 def _md_escape(text: str) -> str:
@@ -103,7 +109,10 @@ def write_report(sections: list[Section], title: str, html_path: Path) -> tuple[
     ]
     md_parts = [f"# {_md_escape(title)}"]
     for section in sections:
-        html_parts.append(f'<section id="{section.id}"><h2>{html.escape(section.title)}</h2>')
+        heading = f"<h2>{html.escape(section.title)}</h2>"
+        if section.folded:
+            heading = f"<details><summary>{heading}</summary>"
+        html_parts.append(f'<section id="{section.id}">{heading}')
         md_parts.append(f"## {_md_escape(section.title)}")
         for block in section.blocks:
             if isinstance(block, str):
@@ -124,7 +133,7 @@ def write_report(sections: list[Section], title: str, html_path: Path) -> tuple[
                 md_parts.append(
                     f"![{_md_escape(block.caption)}]({figure_dir.name}/{block.name}.png)"
                 )
-        html_parts.append("</section>")
+        html_parts.append("</details></section>" if section.folded else "</section>")
     html_parts.append("</body></html>")
     atomic_write_text(html_path, "\n".join(html_parts) + "\n")
     atomic_write_text(md_path, "\n\n".join(md_parts) + "\n")

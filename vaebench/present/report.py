@@ -79,9 +79,12 @@ def settings_table(runs: list[Run]) -> Table:
         item = source.get(name, "")
         return item if isinstance(item, str) else json.dumps(item)
 
-    return Table(
-        ["setting", *(run.name for run in runs)], [[k, *(value(r, k) for r in runs)] for k in keys]
-    )
+    rows = [[k, *(value(r, k) for r in runs)] for k in keys]
+    # Several runs: the settings that differ first (what explains the comparison), marked.
+    differs = {r for r, row in enumerate(rows) if len(set(row[1:])) > 1} if len(runs) > 1 else set()
+    order = sorted(range(len(rows)), key=lambda r: r not in differs)
+    best = {(i, c) for i, r in enumerate(order) if r in differs for c in range(1, len(runs) + 1)}
+    return Table(["setting", *(run.name for run in runs)], [rows[r] for r in order], best)
 
 
 def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
@@ -90,14 +93,6 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
     datasets = sorted(set(frame.get("dataset", pd.Series(dtype=str)).dropna().astype(str)))
     finished = frame[frame["status"] == "ok"]
     sections = [
-        Section(
-            "configuration",
-            "Configuration and environment",
-            [
-                f"Runs: {', '.join(f'{r.name} ({r.path})' for r in runs)}.",
-                settings_table(runs),
-            ],
-        ),
         Section(
             "quality",
             "Quality (test split, nats per example)",
@@ -158,6 +153,18 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
         _kl_section(finished),
     ]
     sections += _picture_sections(runs, frame, registry)
+    differ = " (settings that differ between the runs first, highlighted)" if len(runs) > 1 else ""
+    sections.append(  # reference material: last, and folded in the HTML report
+        Section(
+            "configuration",
+            "Configuration and environment",
+            [
+                f"Runs: {', '.join(f'{r.name} ({r.path})' for r in runs)}{differ}.",
+                settings_table(runs),
+            ],
+            folded=True,
+        )
+    )
     return sections
 
 
