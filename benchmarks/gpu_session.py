@@ -148,7 +148,8 @@ class Session:
         self.step_end = self.end
         self.record = Recorder(out / "gpu_session.csv")
         self.copy_bw = float("nan")
-        self.env = {**os.environ, **private_environment(out)}
+        self.private = private_environment(out)
+        self.env = {**os.environ, **self.private}
         if smoke:
             self.env["TRITON_INTERPRET"] = "1"
         else:
@@ -596,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_seconds <= 0:
         parser.error(f"--max-seconds must be positive, got {args.max_seconds:g}")
     session = Session(args.out, args.smoke, args.max_seconds)
-    os.environ.update(private_environment(args.out))  # this process's caches too
+    os.environ.update(session.private)  # this process's caches too
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"
     tempfile.tempdir = None  # TMPDIR now points inside --out

@@ -580,7 +580,9 @@ def _gradients(ctx, grad_z, grad_kl, grad_log_q, launch) -> tuple[torch.Tensor |
         return None, None, None
     wants_eps = ctx.needs_input_grad[2]
     if torch.is_grad_enabled():  # the backward is being differentiated
-        eps = _noise_of(ctx, mu, noise_source, key)
+        # The noise only where a formula reads it (an injected eps is only reshaped).
+        reads_noise = grad_z is not None or wants_eps
+        eps = _noise_of(ctx, mu, noise_source, key) if reads_noise else None
         grads = _differentiable_gradients(ctx, mu, logvar, eps, grad_z, grad_kl, grad_log_q)
     else:
         eps = noise_source if wants_eps else None

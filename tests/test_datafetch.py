@@ -271,8 +271,6 @@ def test_the_data_root_is_the_flag_else_the_environment_else_the_user_cache(monk
 
 def task_plugin(tmp_path: Path, sources: list[dict]) -> dict[str, str]:
     """A installed plugin distribution registering ``loop-mnist`` from a TOML file."""
-    import tomllib  # noqa: F401  (Python >= 3.11 here; the test writes TOML by hand)
-
     lines = ['name = "loop-mnist"', "version = 1", "", "[data]", 'format = "amat"',
              'folder = "binarized_mnist"', 'published = "loopback"',
              "files = { " + ", ".join(f'{s} = "binarized_mnist_{s}.amat"' for s in SPLITS) + " }"]  # fmt: skip

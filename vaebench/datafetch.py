@@ -25,12 +25,12 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vaebench.config import DATA_ENV
-from vaebench.errors import DataError, VaebenchError
+from vaebench.errors import DataError, VaebenchError, first_line
 from vaebench.formats import sha256_file
 from vaebench.tasks import Source, Task, find_files
 
@@ -218,7 +218,7 @@ def _download(source: Source, staging: Path, timeout: float, progress: bool) -> 
                 pooch.retrieve(url, None, fname=source.name, path=staging, downloader=downloader)
             )
         except Exception as exc:  # any failure of one mirror: try the next
-            why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            why = first_line(exc)
             tried.append(f"{url} ({type(exc).__name__}: {why})")
             continue
         finally:
@@ -254,11 +254,12 @@ def _safe_member(name: str, archive: str) -> str:
 
 
 @contextlib.contextmanager
-def _members(archive: Path, unpack: str) -> Iterator[dict[str, object]]:
-    """Open members by name; every member's path is checked before any is read."""
+def _members(archive: Path, unpack: str) -> Iterator[tuple[dict[str, object], Callable]]:
+    """Members by name and the function that opens one; every member's path is checked
+    before any is read."""
     if unpack == "gz":
         with gzip.open(archive, "rb") as handle:
-            yield {"": handle}
+            yield {"": handle}, lambda member: member
         return
     if unpack == "tar.gz":
         with tarfile.open(archive, "r:gz") as tar:
@@ -267,12 +268,12 @@ def _members(archive: Path, unpack: str) -> Iterator[dict[str, object]]:
                 _safe_member(member.name, archive.name)
                 if member.issym() or member.islnk():  # never written, but no archive of ours
                     _safe_member(member.linkname, archive.name)  # points outside itself
-            yield {m.name: m for m in members if m.isfile()} | {"_open": tar.extractfile}
+            yield {m.name: m for m in members if m.isfile()}, tar.extractfile
         return
     with zipfile.ZipFile(archive) as zipped:
         for name in zipped.namelist():
             _safe_member(name, archive.name)
-        yield {name: name for name in zipped.namelist()} | {"_open": zipped.open}
+        yield {name: name for name in zipped.namelist()}, zipped.open
 
 
 def _readable(path: Path) -> None:
@@ -284,30 +285,27 @@ def _readable(path: Path) -> None:
 
 
 def _place(source: Source, download: Path, folder: Path) -> dict[str, str]:
-    """Each provided file moved or unpacked into ``folder`` atomically; name -> sha256."""
-    digest = sha256_file(download)  # again, from the file that is about to be used
-    if digest != source.sha256:
-        raise FetchError(f"{download}: changed after it was verified; fetch again")
+    """Each provided file of a verified download (in the locked staging folder) moved or
+    unpacked into ``folder`` atomically; name -> sha256."""
     _readable(download)
     if source.unpack == "none":
         ((_, name),) = source.provides.items()
         os.replace(download, folder / name)
-        return {name: digest}
+        return {name: source.sha256}  # what _download checked
     try:
         return _unpack(source, download, folder)
     except (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile) as exc:
-        why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        why = first_line(exc)
         raise FetchError(f"{source.name}: not a readable {source.unpack} archive ({why})") from None
 
 
 def _unpack(source: Source, download: Path, folder: Path) -> dict[str, str]:
     placed = {}
-    with _members(download, source.unpack) as members:
-        opener = members.pop("_open", None)
+    with _members(download, source.unpack) as (members, opener):
         for member, name in source.provides.items():
             if member not in members:
                 raise FetchError(f"{source.name}: has no member '{member}' (for {name})")
-            handle = members[member] if opener is None else opener(members[member])
+            handle = opener(members[member])
             fd, temp = tempfile.mkstemp(dir=download.parent, prefix=f".{name}.")
             digest = hashlib.sha256()
             try:
@@ -317,7 +315,7 @@ def _unpack(source: Source, download: Path, folder: Path) -> dict[str, str]:
                         digest.update(chunk)
             except (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile) as exc:
                 Path(temp).unlink(missing_ok=True)
-                why = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+                why = first_line(exc)
                 raise FetchError(f"{source.name}: cannot unpack {member or name}: {why}") from None
             want = source.unpacked_sha256.get(name)
             if want and digest.hexdigest() != want:

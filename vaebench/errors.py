@@ -15,3 +15,9 @@ class DataError(VaebenchError):
 
 class ConfigError(VaebenchError):
     """A setting is invalid or names something that does not exist."""
+
+
+def first_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception's first message line, cut to ``limit``: libraries' messages run to pages,
+    a user-facing error is one line."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:limit]

@@ -272,12 +272,12 @@ class TrainingState:
 
     @classmethod
     def load(cls, path: Path) -> TrainingState:
-        from vaebench.errors import VaebenchError
+        from vaebench.errors import VaebenchError, first_line
 
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            why = (str(exc).splitlines() or [""])[0][:120]  # torch's messages run to pages
+            why = first_line(exc)
             raise VaebenchError(
                 f"{path}: unreadable training state ({type(exc).__name__}: {why}); "
                 "delete it to train this model from the start"
