@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vaebench.config import ROW_SETTINGS, flag, meta
@@ -36,6 +36,7 @@ class Column:
     better: str | None = None  # "lower" or "higher" is better; None: neither
     headline: bool = False  # shown in compact summaries (sweep report)
     spread: str | None = None  # key of the column holding this figure's IQR / median
+    per_run: bool = False  # one measurement per run, copied to each row: reports show it once
 
     @property
     def title(self) -> str:
@@ -77,16 +78,11 @@ class Column:
             if match:
                 fill = {self.placeholder: match.group(1)}
                 found.append(
-                    Column(
-                        key,
-                        self.header.format(**fill),
-                        self.group,
-                        self.meaning,
-                        self.unit,
-                        self.fmt,
-                        self.better,
-                        self.headline,
-                        self.spread.format(**fill) if self.spread else None,
+                    replace(
+                        self,
+                        key=key,
+                        header=self.header.format(**fill),
+                        spread=self.spread.format(**fill) if self.spread else None,
                     )
                 )
         return sorted(found, key=lambda c: _natural(c.key))
@@ -151,7 +147,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("train_samples_per_s", "train samples/s", "throughput", "training step (forward, backward, Adam)", unit="samples/s", fmt=",.0f", better="higher", headline=True, spread="train_spread"),
     Column("encode_samples_per_s", "encode samples/s", "throughput", "encoder forward", unit="samples/s", fmt=",.0f", better="higher", spread="encode_spread"),
     Column("decode_samples_per_s", "decode samples/s", "throughput", "decoder forward", unit="samples/s", fmt=",.0f", better="higher", spread="decode_spread"),
-    Column("reparam_kl_{backend}_samples_per_s", "reparam+KL {backend} samples/s", "throughput", "`reparameterize_kl` forward + backward alone, per timed backend", unit="samples/s", fmt=",.0f", better="higher", spread="reparam_kl_{backend}_spread"),
+    Column("reparam_kl_{backend}_samples_per_s", "reparam+KL {backend} samples/s", "throughput", "`reparameterize_kl` forward + backward alone, per timed backend", unit="samples/s", fmt=",.0f", better="higher", spread="reparam_kl_{backend}_spread", per_run=True),
     Column("train_seconds", "train time", "throughput", "wall time of the training steps, validation and compiling excluded", unit="s", fmt=".1f", better="lower"),
     Column("valid_seconds", "validation time", "throughput", "wall time of the per-epoch validation passes (not in train time)", unit="s", fmt=".1f", better="lower"),
     Column("compile_seconds", "compile time", "throughput", "wall time of the first (compiling) calls: the training step at the full and last batch shapes, and train/encode/decode at each timing batch", unit="s", fmt=".1f", better="lower"),
@@ -172,7 +168,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("train_spread", "train IQR", "detail", "IQR / median of the train figure", fmt=".1%"),
     Column("encode_spread", "encode IQR", "detail", "IQR / median of the encode figure", fmt=".1%"),
     Column("decode_spread", "decode IQR", "detail", "IQR / median of the decode figure", fmt=".1%"),
-    Column("reparam_kl_{backend}_spread", "reparam+KL {backend} IQR", "detail", "its IQR / median", fmt=".1%"),
+    Column("reparam_kl_{backend}_spread", "reparam+KL {backend} IQR", "detail", "its IQR / median", fmt=".1%", per_run=True),
     Column("train_timed_runs", "train runs", "detail", "timed blocks behind the train figure"),
     Column("encode_timed_runs", "encode runs", "detail", "timed blocks behind the encode figure"),
     Column("decode_timed_runs", "decode runs", "detail", "timed blocks behind the decode figure"),
@@ -214,6 +210,12 @@ def columns_of(group: str, keys: Iterable[str]) -> list[Column]:
     """The columns of ``group`` present in ``keys``, in declaration order, templates expanded."""
     keys = list(keys)
     return [c for d in COLUMNS if d.group == group for c in d.expand(keys) if c.key in keys]
+
+
+def per_run_columns(keys: Iterable[str]) -> list[Column]:
+    """The columns measured once per run (copied to its rows) present in ``keys``."""
+    keys = list(dict.fromkeys(keys))
+    return [c for d in COLUMNS if d.per_run for c in d.expand(keys) if c.key in keys]
 
 
 def metric_columns(keys: Iterable[str] | None = None) -> list[Column]:

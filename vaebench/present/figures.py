@@ -19,9 +19,17 @@ def _subplots(rows: int = 1, cols: int = 1, *, figsize, squeeze: bool = True):
     return fig, fig.subplots(rows, cols, squeeze=squeeze)
 
 
+LABEL_CHARS = 60  # a longer label is cut in its middle: a figure's axes keep their room
+
+
 def plain(text: object) -> str:
-    """User text (plugin names, paths) drawn literally: a ``$`` never starts mathtext."""
-    return str(text).replace("$", r"\$")
+    """User text (plugin names, paths) drawn literally: a ``$`` never starts mathtext, and
+    a label longer than LABEL_CHARS keeps its two ends around an ellipsis."""
+    text = str(text)
+    if len(text) > LABEL_CHARS:
+        half = (LABEL_CHARS - 1) // 2
+        text = f"{text[:half]}…{text[-half:]}"
+    return text.replace("$", r"\$")
 
 
 HISTORY_TERMS = (

@@ -23,6 +23,7 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     best: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to highlight
+    text_columns: int = 1  # leading columns of words (left-aligned); the rest are numbers
 
 
 @dataclass
@@ -48,7 +49,9 @@ body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px;
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child { text-align: left; }
+td.text, th.text { text-align: left; }
+p, figcaption { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; }
 td.best { background: #d9f2d9; font-weight: bold; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: #fff; }
@@ -66,15 +69,16 @@ def figure_png(figure: Figure) -> bytes:
 
 
 def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    def attrs(r: int, c: int) -> str:
+        classes = [
+            n for n, on in (("text", c < table.text_columns), ("best", (r, c) in table.best)) if on
+        ]
+        return f' class="{" ".join(classes)}"' if classes else ""
+
+    head = "".join(f"<th{attrs(-1, c)}>{html.escape(h)}</th>" for c, h in enumerate(table.headers))
     body = []
     for r, row in enumerate(table.rows):
-        cells = "".join(
-            f'<td class="best">{html.escape(v)}</td>'
-            if (r, c) in table.best
-            else f"<td>{html.escape(v)}</td>"
-            for c, v in enumerate(row)
-        )
+        cells = "".join(f"<td{attrs(r, c)}>{html.escape(v)}</td>" for c, v in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="scroll">{table_html}</div>'  # a wide table scrolls in its own box
@@ -86,7 +90,11 @@ def _md_escape(text: str) -> str:
 
 def _md_table(table: Table) -> str:
     lines = ["| " + " | ".join(_md_escape(h) for h in table.headers) + " |"]
-    lines.append("| " + " | ".join("---" for _ in table.headers) + " |")
+    lines.append(
+        "| "
+        + " | ".join("---" if c < table.text_columns else "---:" for c in range(len(table.headers)))
+        + " |"
+    )
     for r, row in enumerate(table.rows):
         cells = [
             f"**{_md_escape(v)}**" if (r, c) in table.best and v else _md_escape(v)

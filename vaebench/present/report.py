@@ -17,6 +17,7 @@ from vaebench.errors import VaebenchError
 from vaebench.io import Run, load_runs
 from vaebench.present import figures
 from vaebench.present.render import Plot, Section, Table, write_report
+from vaebench.present.summary import per_run_section, summary_section
 from vaebench.present.sweep_report import (
     group_labels,
     is_sweep,
@@ -50,7 +51,9 @@ def combined(runs: list[Run]) -> pd.DataFrame:
 
 
 def metric_table(frame: pd.DataFrame, columns: list[Column]) -> Table:
-    """Model rows, the best value of each column highlighted (among models that finished)."""
+    """Model rows, the best value of each column highlighted (among models that finished);
+    a column no row measured is left out (older runs, other families)."""
+    columns = [c for c in columns if c.key in frame and frame[c.key].notna().any()]
     headers = ["model", "status", *(c.title for c in columns)]
     rows = [
         [str(row["label"]), str(row["status"]), *(c.format(row.get(c.key)) for c in columns)]
@@ -64,7 +67,7 @@ def metric_table(frame: pd.DataFrame, columns: list[Column]) -> Table:
             continue
         target = values.min() if col.better == "lower" else values.max()
         best |= {(r, c) for r in range(len(frame)) if ok[r] and frame[col.key].iloc[r] == target}
-    return Table(headers, rows, best)
+    return Table(headers, rows, best, text_columns=2)
 
 
 def settings_table(runs: list[Run]) -> Table:
@@ -84,7 +87,8 @@ def settings_table(runs: list[Run]) -> Table:
     differs = {r for r, row in enumerate(rows) if len(set(row[1:])) > 1} if len(runs) > 1 else set()
     order = sorted(range(len(rows)), key=lambda r: r not in differs)
     best = {(i, c) for i, r in enumerate(order) if r in differs for c in range(1, len(runs) + 1)}
-    return Table(["setting", *(run.name for run in runs)], [rows[r] for r in order], best)
+    headers = ["setting", *(run.name for run in runs)]
+    return Table(headers, [rows[r] for r in order], best, text_columns=len(headers))
 
 
 def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
@@ -92,41 +96,9 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
     likelihoods = sorted(set(frame.get("likelihood", pd.Series(dtype=str)).dropna().astype(str)))
     datasets = sorted(set(frame.get("dataset", pd.Series(dtype=str)).dropna().astype(str)))
     finished = frame[frame["status"] == "ok"]
+    model_columns = [c for c in columns_of("throughput", frame.columns) if not c.per_run]
     sections = [
-        Section(
-            "quality",
-            "Quality (test split, nats per example)",
-            [
-                "Lower is better for -ELBO, reconstruction and IW-NLL. NLLs are only comparable between "
-                f"models with the same likelihood and data (here: likelihood {', '.join(likelihoods) or '?'}; "
-                f"data {', '.join(datasets) or '?'}).",
-                metric_table(frame, columns_of("quality", frame.columns)),
-            ],
-        ),
-        *_seed_sections(runs),
-        _family_section(frame),
-        Section(
-            "throughput",
-            "Throughput (samples/s, median of repeats)",
-            [
-                "Measured after warm-up with device synchronization; the conditions of each run "
-                "(device, batch, threads) are in the configuration section.",
-                metric_table(frame, columns_of("throughput", frame.columns)),
-            ],
-        ),
-        *_memory_sections(frame),
-        Section(
-            "training-curves",
-            "Training curves",
-            [
-                Plot(
-                    "training_curves",
-                    figures.loss_curves(_histories(runs)),
-                    "Per-epoch train-set means; dashed: the validation figure early stopping "
-                    "reads (its best epoch circled, the weights evaluated)",
-                )
-            ],
-        ),
+        summary_section(runs),  # the answer first: what ran where, who is best, by how much
         Section(
             "quality-chart",
             "IW-NLL and negative ELBO per model",
@@ -149,7 +121,42 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 )
             ],
         ),
+        *_seed_sections(runs),
+        Section(
+            "quality",
+            "Quality (test split, nats per example)",
+            [
+                "Lower is better for -ELBO, reconstruction and IW-NLL. NLLs are only comparable between "
+                f"models with the same likelihood and data (here: likelihood {', '.join(likelihoods) or '?'}; "
+                f"data {', '.join(datasets) or '?'}).",
+                metric_table(frame, columns_of("quality", frame.columns)),
+            ],
+        ),
+        _family_section(frame),
+        Section(
+            "throughput",
+            "Throughput (samples/s, median of repeats)",
+            [
+                "Measured after warm-up with device synchronization; the timing batch is in the "
+                "configuration section, the per-run kernel timings and device just below.",
+                metric_table(frame, model_columns),
+            ],
+        ),
+        *_memory_sections(frame),
+        per_run_section(runs),
         *_literature_sections(runs),
+        Section(
+            "training-curves",
+            "Training curves",
+            [
+                Plot(
+                    "training_curves",
+                    figures.loss_curves(_histories(runs)),
+                    "Per-epoch train-set means; dashed: the validation figure early stopping "
+                    "reads (its best epoch circled, the weights evaluated)",
+                )
+            ],
+        ),
         _kl_section(finished),
     ]
     sections += _picture_sections(runs, frame, registry)
@@ -220,7 +227,7 @@ def _seed_sections(runs: list[Run]) -> list[Section]:
     if not frames:
         return []
     summary = summarize(pd.concat(frames, ignore_index=True))
-    return summary_sections(summary, group_labels(summary), "seeds")
+    return summary_sections(summary, group_labels(summary), "seeds", prefix="seed-")
 
 
 def _family_section(frame: pd.DataFrame) -> Section:
@@ -270,7 +277,7 @@ def _literature_sections(runs: list[Run]) -> list[Section]:
                     "Published figures of the task's protocol (as printed in the source named; "
                     "architectures and training budgets differ), then this run's own on the "
                     "same figure. A row's protocol column says if a setting was changed.",
-                    Table(list(LITERATURE_HEADERS), literature_rows(refs, rows)),
+                    Table(list(LITERATURE_HEADERS), literature_rows(refs, rows), text_columns=3),
                 ],
             )
         )

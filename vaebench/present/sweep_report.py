@@ -105,9 +105,12 @@ def sweep_sections(path: Path) -> list[Section]:
     ]
 
 
-def summary_sections(summary: pd.DataFrame, labels: list[str], unit: str) -> list[Section]:
+def summary_sections(
+    summary: pd.DataFrame, labels: list[str], unit: str, prefix: str = ""
+) -> list[Section]:
     """Mean ± std over seeds per group, as a table and as error bars (sweeps, and runs with
-    ``--seeds``); ``unit`` names what each group counts (cells, seeds)."""
+    ``--seeds``); ``unit`` names what each group counts (cells, seeds); ``prefix`` keeps the
+    section ids unique in a report that has a summary of its own."""
     table = Table(
         ["group", unit, "finished", *(c.header for c in HEADLINE)],
         [
@@ -122,7 +125,7 @@ def summary_sections(summary: pd.DataFrame, labels: list[str], unit: str) -> lis
     )
     return [
         Section(
-            "summary",
+            f"{prefix}summary",
             "Summary over seeds",
             [
                 "Mean ± sample standard deviation over the seeds of each group (n = finished runs).",
@@ -130,7 +133,7 @@ def summary_sections(summary: pd.DataFrame, labels: list[str], unit: str) -> lis
             ],
         ),
         Section(
-            "summary-chart",
+            f"{prefix}summary-chart",
             "Error bars over seeds",
             [
                 Plot(

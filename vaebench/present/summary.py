@@ -1,0 +1,287 @@
+"""The report's first screen: what was run where, which model is best per metric and by how
+much (with the 95 % interval and Welch's p when there are seeds), and a task's published
+figures beside this run's; then the per-run measurements that are not a model's.
+
+Reads run folders only; every figure is formatted by its schema column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vaebench.io import Run
+from vaebench.present.render import Section, Table
+from vaebench.schema import MISSING, Column, column, per_run_columns, row_label
+from vaebench.seeds import by_model, difference, mean, mean_std, values
+from vaebench.tasks import recipe_name, references_of
+
+# What the first screen ranks, in order: the likelihood bound (bits/dim where the task's
+# literature reports it), the ELBO, the training speed; recon for runs of the AE family only.
+FIRST_SCREEN = ("iw_nll", "neg_elbo", "train_samples_per_s")
+# The environment facts beside the per-run timings (all of environment.json stays in the
+# configuration section).
+ENVIRONMENT = ("device", "device_name", "torch_threads", "torch", "triton", "cuda", "git_commit")
+
+
+@dataclass
+class Model:
+    """One model of one run, over its seeds."""
+
+    label: str
+    rows: list[Mapping[str, Any]]
+
+    @property
+    def status(self) -> str:
+        done = sum(r.get("status") == "ok" for r in self.rows)
+        return "ok" if done else str(self.rows[0].get("status"))
+
+
+def models_of(runs: list[Run]) -> list[Model]:
+    found = []
+    for run in runs:
+        for group in by_model(run.results.to_dict("records")).values():
+            label = row_label(group[0])
+            found.append(Model(f"{run.name}: {label}" if len(runs) > 1 else label, group))
+    return found
+
+
+def headline_columns(runs: list[Run], models: list[Model]) -> list[Column]:
+    """The first screen's metrics that this comparison measured."""
+    keys = list(FIRST_SCREEN)
+    if any(ref.metric == "bpd" for run in runs for ref in _references(run)):
+        keys[0] = "bpd"
+    measured = [k for k in keys if any(values(m.rows, k) for m in models)]
+    if not any(column(k).group == "quality" for k in measured):
+        measured.insert(0, "recon_nll")  # the AE family has no bound: its reconstruction
+    return [column(k) for k in measured if any(values(m.rows, k) for m in models)]
+
+
+def _signed(col: Column, value: float) -> str:
+    return format(value, "+" + (col.fmt or "g"))
+
+
+def _p(p: float) -> str:
+    return MISSING if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def ranking(col: Column, models: list[Model]) -> list[tuple[Model, list[float]]]:
+    """Models with a figure for ``col``, best first (by the mean over seeds)."""
+    scored = [(m, values(m.rows, col.key)) for m in models]
+    scored = [(m, xs) for m, xs in scored if xs]
+    return sorted(scored, key=lambda s: mean(s[1]), reverse=col.better == "higher")
+
+
+def _gap(col: Column, value: float) -> str:
+    """A difference in the column's format, with two significant digits where that format
+    would round it to zero."""
+    text = _signed(col, value)
+    return text if value == 0 or any(ch in "123456789" for ch in text) else f"{value:+.2g}"
+
+
+def versus_best(col: Column, best: list[float], xs: list[float]) -> str:
+    """This model's difference to the best (relative too for speeds); with seeds on both
+    sides, Welch's 95 % interval and p."""
+    diff = difference(best, xs)
+    text = _gap(col, diff.delta)
+    if col.group == "throughput":
+        text += f" ({diff.delta / mean(best):+.0%})"
+    if diff.has_error_bars:
+        text += f" [{_gap(col, diff.low)}, {_gap(col, diff.high)}] p {_p(diff.p)}"
+    return text
+
+
+def summary_table(cols: list[Column], models: list[Model]) -> tuple[Table, list[str]]:
+    """A row per model (ordered by the first metric), per metric its value and its difference
+    to that metric's best model; and the lead sentences."""
+    ranked = {col.key: ranking(col, models) for col in cols}
+    order = [m for m, _ in ranked[cols[0].key]]
+    order += [m for m in models if m not in order and m.status == "ok"]
+    headers = ["model"]
+    for col in cols:
+        headers += [col.title, "vs best"]
+    rows, best = [], set()
+    for r, model in enumerate(order):
+        line = [model.label]
+        for c, col in enumerate(cols):
+            scored = dict((id(m), xs) for m, xs in ranked[col.key])
+            xs = scored.get(id(model))
+            top = ranked[col.key][0]
+            if not xs:
+                line += [MISSING, ""]
+            elif top[0] is model:
+                line += [mean_std(col, xs), "best"]
+                best.add((r, 1 + 2 * c))
+            else:
+                line += [mean_std(col, xs), versus_best(col, top[1], xs)]
+        rows.append(line)
+    return Table(headers, rows, best), [_lead(col, ranked[col.key]) for col in cols]
+
+
+def _lead(col: Column, ranked: list[tuple[Model, list[float]]]) -> str:
+    (top, top_xs), unit = ranked[0], f" {col.unit}" if col.unit else ""
+    text = f"{col.header}: {top.label} ({col.format(mean(top_xs))}{unit})"
+    if len(ranked) == 1:
+        return text
+    second, second_xs = ranked[1]
+    diff = difference(top_xs, second_xs)
+    gap = (
+        f"{abs(diff.delta) / mean(second_xs):.0%}"
+        if col.group == "throughput"
+        else f"{_gap(col, abs(diff.delta))[1:]}{unit}"
+    )
+    text += f", {gap} ahead of {second.label}"
+    if diff.has_error_bars:
+        sure = "significant" if diff.p < 0.05 else "not significant"
+        text += f" (p {_p(diff.p)}, {sure} at 0.05)"
+    return text
+
+
+def run_line(run: Run, several: bool) -> str:
+    """Data, task, device and software of a run, in one line."""
+    rows = run.results.to_dict("records")
+    first = rows[0] if rows else {}
+
+    def count(key: str) -> str:
+        value = first.get(key)
+        return (
+            f"{int(value):,}" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+        )
+
+    env = run.environment
+    data = f"data {first.get('dataset', '?')} ({count('n_train')} train / {count('n_valid')} "
+    data += f"valid / {count('n_test')} test)"
+    task = run.task.get("name")
+    if task:
+        data += f", task {task}@{run.task.get('version')}"
+    recipes = sorted({recipe_name(r) for r in rows} - {""})
+    if recipes:
+        data += f", recipe {', '.join(recipes)}"
+    device = str(env.get("device", "?"))
+    if env.get("device_name"):
+        device += f" ({env['device_name']}, {env.get('torch_threads', '?')} threads)"
+    seeds = sorted({str(r.get("seed")) for r in rows})
+    n_models = len(by_model(rows))
+    text = (
+        f"{data} · device {device} · torch {env.get('torch', '?')} · "
+        f"{n_models} model{'s' if n_models != 1 else ''}, "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+    )
+    return f"{run.name}: {text}" if several else text[0].upper() + text[1:]
+
+
+def _references(run: Run) -> list:
+    return references_of(run.task, str(run.path / "task.json")) if run.task else []
+
+
+def published_table(runs: list[Run]) -> Table | str | None:
+    """Literature, a published reproduction and this run side by side, for the references
+    whose recipe a model of this run ran; a sentence when a task run ran none of them."""
+    headers = ["figure", "published model", "this run's model", "literature", "reproduction",
+               "this run", "vs literature", "vs reproduction"]  # fmt: skip
+    lines = []
+    tasks = []
+    for run in runs:
+        refs = _references(run)
+        if not refs:
+            continue
+        tasks.append(run)
+        for ref in refs:
+            col = column(ref.metric)
+            for group in by_model(run.results.to_dict("records")).values():
+                if not ref.recipe or recipe_name(group[0]) != ref.recipe:
+                    continue
+                xs = values(group, ref.metric)
+                if not xs:
+                    continue
+                mine = mean(xs)
+                repro = ref.reproduction
+                k = f", K = {ref.samples}" if ref.samples else ""
+                name = (
+                    f"{run.name}: {row_label(group[0])}" if len(runs) > 1 else row_label(group[0])
+                )
+                lines.append(
+                    [f"{col.title}{k}", f"{ref.model}, {ref.architecture} (recipe {ref.recipe})", name,
+                     col.format(ref.value), MISSING if repro is None else col.format(repro),
+                     mean_std(col, xs), _signed(col, mine - ref.value),
+                     MISSING if repro is None else _signed(col, mine - repro)]
+                )  # fmt: skip
+    if lines:
+        return Table(headers, lines, text_columns=3)
+    if tasks:
+        return (
+            "No model of this run ran a reference's recipe (--recipe NAME), so no published "
+            "figure is its counterpart; the task's figures are in the Literature section."
+        )
+    return None
+
+
+def summary_section(runs: list[Run]) -> Section:
+    """The first section of a run report."""
+    models = models_of(runs)
+    section = Section("summary", "Summary")
+    section.blocks += [run_line(run, len(runs) > 1) for run in runs]
+    cols = headline_columns(runs, models)
+    if cols:
+        table, lead = summary_table(cols, models)
+        seeded = any(len(values(m.rows, c.key)) > 1 for m in models for c in cols)
+        section.blocks.append(
+            "Best per metric. "
+            + "; ".join(lead)
+            + "."
+            + (
+                " Differences are of means over seeds, with Welch's 95 % interval and p."
+                if seeded
+                else " One seed per model: differences carry no error bars (--seeds 0,1,2 adds them)."
+            )
+        )
+        section.blocks.append(table)
+    else:
+        section.blocks.append("No model finished: nothing to rank.")
+    unfinished = [m for m in models if m.status != "ok"]
+    if unfinished:
+        section.blocks.append(
+            "Not finished: " + "; ".join(f"{m.label} ({m.status})" for m in unfinished) + "."
+        )
+    published = published_table(runs)
+    if published is not None:
+        section.blocks.append(published)
+    return section
+
+
+def per_run_section(runs: list[Run]) -> Section:
+    """Figures measured once per run (the reparameterization + KL backends alone) and the
+    environment, each once, not repeated in every model's row."""
+    section = Section("per-run", "Per-run measurements and environment")
+    keys = [k for run in runs for k in run.results.columns]
+    cols = per_run_columns(keys)
+    if cols:
+        rows = []
+        for run in runs:
+            records = run.results.to_dict("records")
+            # a model that diverged or failed before timing has none of the run's figures
+            records = [r for r in records if r.get("status") == "ok"] or records
+            seen: dict[tuple[str, ...], list[str]] = {}
+            for record in records:
+                cells = tuple(c.format(record.get(c.key)) for c in cols)
+                seen.setdefault(cells, []).append(row_label(record, True))
+            for cells, labels in seen.items():
+                where = run.name if len(seen) == 1 else f"{run.name} ({', '.join(labels)})"
+                first = next(r for r in records if row_label(r, True) == labels[0])
+                shape = f"{first.get('timing_batch_size', '?')} x {first.get('latent_dim', '?')}"
+                rows.append([where, shape, *cells])
+        section.blocks += [
+            "reparameterize_kl forward + backward alone (noise drawn, KL summed), fp32, at the "
+            "run's timing batch x latent size, once per run for each backend it timed; median "
+            "samples/s and IQR / median of the repeats.",
+            Table(["run", "batch x latent", *(c.title for c in cols)], rows, text_columns=2),
+        ]
+    env_rows = [[run.name, *(_text(run.environment.get(k)) for k in ENVIRONMENT)] for run in runs]
+    section.blocks.append(Table(["run", *ENVIRONMENT], env_rows, text_columns=len(ENVIRONMENT) + 1))
+    return section
+
+
+def _text(value: Any) -> str:
+    return MISSING if value is None or value == "" else str(value)
