@@ -35,11 +35,13 @@ class Bernoulli(nn.Module):
 
     def log_prob_samples(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``(B, S, ...)`` logits of S samples per example, ``(B, ...)`` x -> ``(B, S)``: the
-        IW-NLL's layout, with x never copied per sample and sum x l one batched
-        matrix-vector product per example (the optional fast path of the contract)."""
+        IW-NLL's layout, with x never copied per sample (the optional fast path of the
+        contract). sum x l is ``vecdot`` with x broadcast over the samples: one fused pass,
+        where ``bmm``'s batched matrix-vector product took 8x longer at 13 examples x 100
+        samples x 784 (614 us against 77 us, AMD EPYC, 2 threads)."""
         b, s = logits.shape[:2]
         flat = logits.float().reshape(b, s, -1)
-        dot = torch.bmm(flat, x.float().reshape(b, -1, 1)).squeeze(-1)
+        dot = torch.linalg.vecdot(flat, x.float().reshape(b, 1, -1))
         return dot - F.softplus(flat).sum(-1)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
