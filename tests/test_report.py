@@ -241,7 +241,11 @@ def test_summary_comes_first_with_the_best_model_and_welch_figures(
     assert "seeds 0, 1, 2" in summary
     rows = table_rows(summary)
     header = re.search(r"<thead>(.*?)</thead>", summary).group(1)
-    assert re.findall(r"<th[^>]*>(.*?)</th>", header)[:3] == ["model", "IW-NLL (nats)", "vs best"]
+    assert re.findall(r"<th[^>]*>(.*?)</th>", header)[:3] == [
+        "model",
+        "IW-NLL (nats)",
+        "this − best",
+    ]
     welch = stats.ttest_ind(bad, good, equal_var=False)
     interval = welch.confidence_interval(0.95)
     assert rows[0][:3] == ["vae:mlp/normal", "10.20 ± 0.20 (n=3)", "best"]
@@ -313,7 +317,8 @@ def needs_browser() -> None:
 
 
 def assert_reads_well(page) -> None:
-    assert page.section_tops["summary"] < 900, "the summary is on the first screen"
+    assert page.summary_bottom < 900, "the summary's ranking is on the first screen"
+    assert not page.summary_scrolls, "and fits its width"
     assert not page.scrolls_sideways, (page.scroll_width, page.client_width)
     assert page.images > 0 and not page.broken_images
     assert not page.console_errors
@@ -327,13 +332,14 @@ def test_the_browser_check_sees_what_a_reader_would(tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text(
         '<!DOCTYPE html><html><body><div style="height:1200px"></div>'
-        '<section id="summary"><div style="width:3000px">wide</div></section>'
+        '<section id="summary"><div class="scroll" style="overflow-x:auto">'
+        '<div style="width:3000px">wide</div></div></section><div style="width:2000px;height:10px"></div>'
         '<section id="summary"></section>'
         '<img alt="gone" src="missing.png"><script>console.error("boom"); nope();</script>'
         "</body></html>"
     )
     page = view_report(bad)
-    assert page.section_tops["summary"] >= 1200 and page.scrolls_sideways
+    assert page.summary_bottom >= 1200 and page.summary_scrolls and page.scrolls_sideways
     assert page.broken_images == ["gone"] and page.duplicate_ids == ["summary"]
     assert any("boom" in e for e in page.console_errors)
     assert any("nope" in e for e in page.console_errors)
@@ -362,3 +368,51 @@ def test_committed_example_reports_read_well_in_headless_chromium(example):
     page = view_report(report)
     assert_reads_well(page)
     assert "summary" in page.section_tops and list(page.section_tops)[-1] == "configuration"
+
+
+@pytest.mark.parametrize("example", ["digits-modes", "digits-seeds"])
+def test_committed_example_reports_are_what_the_code_draws_now(example, registry, tmp_path):
+    """The committed report's sections, in order, and its summary table are exactly what the
+    report code makes of the committed run folder today (so the screenshots are current)."""
+    source = Path(__file__).parent.parent / "examples" / example
+    run = tmp_path / example
+    shutil.copytree(source, run, ignore=shutil.ignore_patterns("checkpoints", "report*"))
+    fresh = make_report([run], tmp_path / "r.html", registry)[0].read_text()
+    committed = (source / "report.html").read_text()
+    ids = re.compile(r'<section id="([^"]+)">')
+    assert ids.findall(committed) == ids.findall(fresh)
+    assert table_rows(section_html(committed, "summary")) == table_rows(
+        section_html(fresh, "summary")
+    )
+
+
+def test_summary_of_runs_without_a_bound_or_without_a_finished_model(
+    tiny_run, hostile_registry, tmp_path
+):
+    """The AE family has no IW-NLL or ELBO: the summary ranks reconstruction; a run where no
+    model finished says so; a model with one seed of three diverged is named with its count."""
+
+    def autoencoder(row):
+        row.update(family="ae", model="ae", iw_nll=None, neg_elbo=None, bpd=None)
+
+    ae = planted(tiny_run, tmp_path / "ae", autoencoder, plugin=None)
+    html = make_report([ae], tmp_path / "ae.html", hostile_registry)[0].read_text()
+    summary = section_html(html, "summary")
+    header = re.findall(r"<th[^>]*>(.*?)</th>", summary)
+    assert header[1] == "recon (nats)" and "IW-NLL (nats)" not in header
+
+    dead = planted(tiny_run, tmp_path / "dead", lambda r: r.update(status="failed: x"), plugin=None)
+    html = make_report([dead], tmp_path / "dead.html", hostile_registry)[0].read_text()
+    summary = section_html(html, "summary")
+    assert "No model finished: nothing to rank." in summary and "Not finished:" in summary
+
+    partial = seeded_copy(tiny_run, tmp_path / "partial", {"mlp": [10.0, 10.1, 10.2]})
+    rows = json.loads((partial / "results.json").read_text())
+    next(r for r in rows if r["plugin"] == "mlp" and r["seed"] == 2)["status"] = (
+        "diverged at step 3"
+    )
+    (partial / "results.json").write_text(json.dumps(rows))
+    html = make_report([partial], tmp_path / "p.html", hostile_registry)[0].read_text()
+    summary = section_html(html, "summary")
+    assert "vae:mlp/normal (ok 2/3; seed 2: diverged at step 3)" in summary
+    assert "(one seed on a side: no interval)" in summary, "mlp has 2 seeds, the other model 1"

@@ -61,6 +61,8 @@ class PageView:
     broken_images: list[str] = field(default_factory=list)  # alt texts of images not loaded
     console_errors: list[str] = field(default_factory=list)  # console errors and page errors
     duplicate_ids: list[str] = field(default_factory=list)  # section ids used twice
+    summary_bottom: float | None = None  # where the summary's ranking table ends, px
+    summary_scrolls: bool = False  # that table wider than its box (the reader scrolls it)
 
     @property
     def scrolls_sideways(self) -> bool:
@@ -73,12 +75,17 @@ MEASURE = """() => {
     if (s.id in tops) duplicates.push(s.id);
     tops[s.id] = s.getBoundingClientRect().top + window.scrollY;
   }
+  // the summary's first table: where it ends, and whether it had to scroll in its box
+  const box = document.querySelector('section#summary .scroll');
+  const summary = box ? {bottom: box.getBoundingClientRect().bottom + window.scrollY,
+                         scrolls: box.scrollWidth > box.clientWidth} : null;
   const images = [...document.images];
   return {
     tops,
     scrollWidth: document.documentElement.scrollWidth,
     clientWidth: document.documentElement.clientWidth,
     duplicates,
+    summary,
     images: images.length,
     broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 40)),
   };
@@ -126,6 +133,8 @@ def view_report(
         list(seen["broken"]),
         errors,
         list(seen["duplicates"]),
+        seen["summary"]["bottom"] if seen["summary"] else None,
+        bool(seen["summary"] and seen["summary"]["scrolls"]),
     )
 
 
@@ -149,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seen = view_report(args.report, width=args.width, height=args.height, png=args.png)
     print(
-        f"{args.png}: summary at {seen.section_tops.get('summary', float('nan')):.0f} px, "
+        f"{args.png}: summary from {seen.section_tops.get('summary', float('nan')):.0f} px to "
+        f"{seen.summary_bottom or float('nan'):.0f} px"
+        f"{' (its table scrolls sideways)' if seen.summary_scrolls else ''}, "
         f"page {seen.scroll_width} px wide in a {seen.client_width} px window, "
         f"{seen.images} images ({len(seen.broken_images)} broken), "
         f"{len(seen.console_errors)} console errors"

@@ -52,6 +52,8 @@ th { background: #f3f3f3; }
 td.text, th.text { text-align: left; }
 p, figcaption { overflow-wrap: anywhere; }
 td { overflow-wrap: break-word; }
+/* a long name wraps anywhere, but a short one keeps its line */
+td.text { overflow-wrap: anywhere; min-width: 16ch; }
 td.best { background: #d9f2d9; font-weight: bold; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: #fff; }
@@ -82,6 +84,11 @@ def _html_table(table: Table) -> str:
         body.append(f"<tr>{cells}</tr>")
     table_html = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="scroll">{table_html}</div>'  # a wide table scrolls in its own box
+
+
+def _slug(text: str) -> str:
+    """A section id safe in an attribute and a URL fragment (run names are folder names)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "section"
 
 
 def _md_escape(text: str) -> str:
@@ -120,7 +127,7 @@ def write_report(sections: list[Section], title: str, html_path: Path) -> tuple[
         heading = f"<h2>{html.escape(section.title)}</h2>"
         if section.folded:
             heading = f"<details><summary>{heading}</summary>"
-        html_parts.append(f'<section id="{section.id}">{heading}')
+        html_parts.append(f'<section id="{_slug(section.id)}">{heading}')
         md_parts.append(f"## {_md_escape(section.title)}")
         for block in section.blocks:
             if isinstance(block, str):

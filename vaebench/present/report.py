@@ -99,6 +99,7 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
     model_columns = [c for c in columns_of("throughput", frame.columns) if not c.per_run]
     sections = [
         summary_section(runs),  # the answer first: what ran where, who is best, by how much
+        *_seed_sections(runs),  # with seeds, their error bars before any per-seed figure
         Section(
             "quality-chart",
             "IW-NLL and negative ELBO per model",
@@ -121,7 +122,6 @@ def build_sections(runs: list[Run], registry: Registry) -> list[Section]:
                 )
             ],
         ),
-        *_seed_sections(runs),
         Section(
             "quality",
             "Quality (test split, nats per example)",

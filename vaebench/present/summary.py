@@ -26,7 +26,7 @@ FIRST_SCREEN = ("iw_nll", "neg_elbo", "train_samples_per_s")
 ENVIRONMENT = ("device", "device_name", "torch_threads", "torch", "triton", "cuda", "git_commit")
 
 
-@dataclass
+@dataclass(eq=False)  # a model is itself, not its contents: two runs may hold equal rows
 class Model:
     """One model of one run, over its seeds."""
 
@@ -34,9 +34,19 @@ class Model:
     rows: list[Mapping[str, Any]]
 
     @property
+    def finished(self) -> bool:
+        return all(r.get("status") == "ok" for r in self.rows)
+
+    @property
     def status(self) -> str:
+        """``ok``; the one row's status; or ``ok k/n`` and the first failure across seeds."""
+        if self.finished:
+            return "ok"
+        if len(self.rows) == 1:
+            return str(self.rows[0].get("status"))
         done = sum(r.get("status") == "ok" for r in self.rows)
-        return "ok" if done else str(self.rows[0].get("status"))
+        failed = next(r for r in self.rows if r.get("status") != "ok")
+        return f"ok {done}/{len(self.rows)}; seed {failed.get('seed')}: {failed.get('status')}"
 
 
 def models_of(runs: list[Run]) -> list[Model]:
@@ -50,13 +60,19 @@ def models_of(runs: list[Run]) -> list[Model]:
 
 def headline_columns(runs: list[Run], models: list[Model]) -> list[Column]:
     """The first screen's metrics that this comparison measured."""
+
+    def measured(key: str) -> bool:
+        return any(values(m.rows, key) for m in models)
+
     keys = list(FIRST_SCREEN)
-    if any(ref.metric == "bpd" for run in runs for ref in _references(run)):
-        keys[0] = "bpd"
-    measured = [k for k in keys if any(values(m.rows, k) for m in models)]
-    if not any(column(k).group == "quality" for k in measured):
-        measured.insert(0, "recon_nll")  # the AE family has no bound: its reconstruction
-    return [column(k) for k in measured if any(values(m.rows, k) for m in models)]
+    cited = {ref.metric for run in runs for ref in _references(run)}
+    for nats, bits in (("iw_nll", "bpd"), ("neg_elbo", "neg_elbo_bpd")):
+        if bits in cited and measured(bits):  # the literature's unit, where it was measured
+            keys[keys.index(nats)] = bits
+    keys = [k for k in keys if measured(k)]
+    if not any(column(k).group == "quality" for k in keys) and measured("recon_nll"):
+        keys.insert(0, "recon_nll")  # the AE family has no bound: its reconstruction
+    return [column(k) for k in keys]
 
 
 def _signed(col: Column, value: float) -> str:
@@ -90,34 +106,37 @@ def versus_best(col: Column, best: list[float], xs: list[float]) -> str:
         text += f" ({diff.delta / mean(best):+.0%})"
     if diff.has_error_bars:
         text += f" [{_gap(col, diff.low)}, {_gap(col, diff.high)}] p {_p(diff.p)}"
+    elif len(best) > 1 or len(xs) > 1:  # seeds on one side only
+        text += " (one seed on a side: no interval)"
     return text
 
 
 def summary_table(cols: list[Column], models: list[Model]) -> tuple[Table, list[str]]:
     """A row per model (ordered by the first metric), per metric its value and its difference
-    to that metric's best model; and the lead sentences."""
+    to that metric's best model (every model tied with it marked best); and the lead
+    sentences."""
     ranked = {col.key: ranking(col, models) for col in cols}
+    scored = {col.key: {id(m): xs for m, xs in ranked[col.key]} for col in cols}
     order = [m for m, _ in ranked[cols[0].key]]
-    order += [m for m in models if m not in order and m.status == "ok"]
+    order += [m for m in models if m not in order and any(scored[c.key].get(id(m)) for c in cols)]
     headers = ["model"]
     for col in cols:
-        headers += [col.title, "vs best"]
+        headers += [col.title, "this − best"]
     rows, best = [], set()
     for r, model in enumerate(order):
         line = [model.label]
         for c, col in enumerate(cols):
-            scored = dict((id(m), xs) for m, xs in ranked[col.key])
-            xs = scored.get(id(model))
-            top = ranked[col.key][0]
+            xs = scored[col.key].get(id(model))
+            top = ranked[col.key][0][1] if ranked[col.key] else []
             if not xs:
                 line += [MISSING, ""]
-            elif top[0] is model:
+            elif mean(xs) == mean(top):
                 line += [mean_std(col, xs), "best"]
                 best.add((r, 1 + 2 * c))
             else:
-                line += [mean_std(col, xs), versus_best(col, top[1], xs)]
+                line += [mean_std(col, xs), versus_best(col, top, xs)]
         rows.append(line)
-    return Table(headers, rows, best), [_lead(col, ranked[col.key]) for col in cols]
+    return Table(headers, rows, best, text_columns=1), [_lead(col, ranked[col.key]) for col in cols]
 
 
 def _lead(col: Column, ranked: list[tuple[Model, list[float]]]) -> str:
@@ -127,12 +146,10 @@ def _lead(col: Column, ranked: list[tuple[Model, list[float]]]) -> str:
         return text
     second, second_xs = ranked[1]
     diff = difference(top_xs, second_xs)
-    gap = (
-        f"{abs(diff.delta) / mean(second_xs):.0%}"
-        if col.group == "throughput"
-        else f"{_gap(col, abs(diff.delta))[1:]}{unit}"
-    )
-    text += f", {gap} ahead of {second.label}"
+    if col.group == "throughput":  # a speed: as a ratio, the table giving the difference
+        text += f", {mean(top_xs) / mean(second_xs):.2f}x {second.label}"
+    else:
+        text += f", {_gap(col, abs(diff.delta))[1:]}{unit} ahead of {second.label}"
     if diff.has_error_bars:
         sure = "significant" if diff.p < 0.05 else "not significant"
         text += f" (p {_p(diff.p)}, {sure} at 0.05)"
@@ -142,7 +159,7 @@ def _lead(col: Column, ranked: list[tuple[Model, list[float]]]) -> str:
 def run_line(run: Run, several: bool) -> str:
     """Data, task, device and software of a run, in one line."""
     rows = run.results.to_dict("records")
-    first = rows[0] if rows else {}
+    first = next((r for r in rows if r.get("status") == "ok"), rows[0] if rows else {})
 
     def count(key: str) -> str:
         value = first.get(key)
@@ -162,14 +179,20 @@ def run_line(run: Run, several: bool) -> str:
     device = str(env.get("device", "?"))
     if env.get("device_name"):
         device += f" ({env['device_name']}, {env.get('torch_threads', '?')} threads)"
-    seeds = sorted({str(r.get("seed")) for r in rows})
+    seeds = [str(x) for x in sorted({r.get("seed") for r in rows}, key=_seed_order)]
     n_models = len(by_model(rows))
     text = (
         f"{data} · device {device} · torch {env.get('torch', '?')} · "
         f"{n_models} model{'s' if n_models != 1 else ''}, "
-        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds) or '?'}"
     )
     return f"{run.name}: {text}" if several else text[0].upper() + text[1:]
+
+
+def _seed_order(seed: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order (2 before 10), anything else after, as text."""
+    number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
+    return (0, float(seed), "") if number and math.isfinite(seed) else (1, 0.0, str(seed))
 
 
 def _references(run: Run) -> list:
@@ -240,7 +263,7 @@ def summary_section(runs: list[Run]) -> Section:
         section.blocks.append(table)
     else:
         section.blocks.append("No model finished: nothing to rank.")
-    unfinished = [m for m in models if m.status != "ok"]
+    unfinished = [m for m in models if not m.finished]
     if unfinished:
         section.blocks.append(
             "Not finished: " + "; ".join(f"{m.label} ({m.status})" for m in unfinished) + "."
