@@ -14,7 +14,7 @@ from typing import Any
 
 from vaebench.io import Run
 from vaebench.present.render import Section, Table
-from vaebench.schema import MISSING, Column, column, per_run_columns, row_label
+from vaebench.schema import MISSING, Column, column, is_missing, per_run_columns, row_label
 from vaebench.seeds import by_model, difference, mean, mean_std, values
 from vaebench.tasks import recipe_name, references_of
 
@@ -127,7 +127,7 @@ def summary_table(cols: list[Column], models: list[Model]) -> tuple[Table, list[
         line = [model.label]
         for c, col in enumerate(cols):
             xs = scored[col.key].get(id(model))
-            top = ranked[col.key][0][1] if ranked[col.key] else []
+            top = ranked[col.key][0][1] if xs else []  # a model with a figure: a best exists
             if not xs:
                 line += [MISSING, ""]
             elif mean(xs) == mean(top):
@@ -286,13 +286,13 @@ def per_run_section(runs: list[Run]) -> Section:
             records = run.results.to_dict("records")
             # a model that diverged or failed before timing has none of the run's figures
             records = [r for r in records if r.get("status") == "ok"] or records
-            seen: dict[tuple[str, ...], list[str]] = {}
+            seen: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
             for record in records:
-                cells = tuple(c.format(record.get(c.key)) for c in cols)
-                seen.setdefault(cells, []).append(row_label(record, True))
-            for cells, labels in seen.items():
-                where = run.name if len(seen) == 1 else f"{run.name} ({', '.join(labels)})"
-                first = next(r for r in records if row_label(r, True) == labels[0])
+                seen.setdefault(tuple(c.format(record.get(c.key)) for c in cols), []).append(record)
+            for cells, alike in seen.items():
+                labels = ", ".join(row_label(r, True) for r in alike)
+                where = run.name if len(seen) == 1 else f"{run.name} ({labels})"
+                first = alike[0]
                 shape = f"{first.get('timing_batch_size', '?')} x {first.get('latent_dim', '?')}"
                 rows.append([where, shape, *cells])
         section.blocks += [
@@ -307,4 +307,4 @@ def per_run_section(runs: list[Run]) -> Section:
 
 
 def _text(value: Any) -> str:
-    return MISSING if value is None or value == "" else str(value)
+    return MISSING if is_missing(value) else str(value)
