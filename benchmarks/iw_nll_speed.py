@@ -10,21 +10,25 @@ the reference of the >= 90 % target) and at its best batch (the ceiling), the IW
 and both ratios, and the peak resident memory the IW-NLL adds, for the static-MNIST shapes: 28x28 binary
 images (random: cost does not depend on pixel values), the MLP 784-H-L with a Bernoulli
 likelihood, fp32. Each figure is the median of ``--repeats`` timed calls after a warm-up,
-with the spread (min-max); a call makes about ``--passes`` decoder passes. Every round times
-each figure once in turn, and the ratios are taken within a round (the same minutes of a
-noisy machine) before their median.
+with the spread (min-max); a call makes about ``--passes`` decoder passes (about a second).
+Every round times each figure once in turn, and each IW-NLL figure is divided by the mean of
+the decoder figures timed just before and just after it (the same seconds of a machine whose
+speed drifts by 20 % within a minute) before the median of those ratios is taken. The process
+sets glibc's malloc as a vaebench run does (``vaebench.allocator``), so freed chunks are not
+faulted in again; ``--system-malloc`` keeps glibc's defaults to show what that is worth.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from vaebench import metrics
+from vaebench import allocator, metrics
 from vaebench.io import environment
 from vaebench.model import ModelSpec, build_model
 from vaebench.registry import load_registry
@@ -47,10 +51,16 @@ def peak_rss_mb(fn) -> tuple[object, float]:
     return value, field("VmHWM:") - base
 
 
+FAULTS: dict = {}  # minor page faults per timed call's function, summed over its calls
+
+
 def timed_rate(fn, passes: int) -> float:
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
     fn()
-    return passes / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    FAULTS[fn] = FAULTS.get(fn, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return passes / elapsed
 
 
 def decoder_call(model, latent: int, batch: int, passes: int):
@@ -75,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", default="100,5000", help="K values, comma-separated")
     parser.add_argument("--hidden", type=int, default=400)
     parser.add_argument("--latent", type=int, default=20)
-    parser.add_argument("--passes", type=int, default=1_000_000, help="decoder passes a call")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=200_000, help="decoder passes a call")
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch", type=int, default=100, help="the run's batch (decode column)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--system-malloc", action="store_true", help="keep glibc's default malloc thresholds"
+    )
     args = parser.parse_args(argv)
+    malloc = allocator.description() if args.system_malloc else allocator.keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -89,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     info = environment("cpu")
     print(f"# {info['device_name']}, {torch.get_num_threads()} threads, torch {info['torch']}, "
           f"fp32; MLP 784-{args.hidden}-{args.latent}, Bernoulli, 28x28 binary inputs; "
-          f"median of {args.repeats} rounds, each timing every figure once in turn")  # fmt: skip
+          f"median of {args.repeats} rounds, each timing every figure once in turn; "
+          f"malloc: {malloc}")  # fmt: skip
     scan = {b: decoder_call(model, args.latent, b, args.passes) for b in (256, 1024, 4096, 16384)}
     for fn, _ in scan.values():
         fn()  # warm-up
@@ -111,23 +126,26 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # in turn, so a slow spell of the machine hits every figure
         for key, (fn, passes) in calls.items():
             seen[key].append(timed_rate(fn, passes))
+    seen["run"].append(timed_rate(*calls["run"]))  # closes the last round's bracket
     print(f"decoder at the run's batch {args.batch} (vaebench's decode column): "
           f"{spread(seen['run'])} passes/s")  # fmt: skip
     print(f"decoder at its best batch {best}: {spread(seen['best'])} passes/s")
     for key in (k for k in calls if isinstance(k, int)):
-        _, passes = calls[key]
+        fn, passes = calls[key]
+        faults = FAULTS.get(fn, 0) / (args.repeats * passes) * 1000
         peak = peaks[key]
         rate = statistics.median(seen[key])
-        # the ratio within each round (same minutes of the machine), then its median and range
+        # each IW-NLL call against the decoder calls that bracket it in time
         paired = {
-            ref: [a / b for a, b in zip(seen[key], seen[ref], strict=True)]
+            ref: [v / statistics.fmean(seen[ref][i : i + 2]) for i, v in enumerate(seen[key])]
             for ref in ("run", "best")
         }
         ratio = {ref: f"{statistics.median(v):.0%} ({min(v):.0%}-{max(v):.0%})"
                  for ref, v in paired.items()}  # fmt: skip
         print(f"IW-NLL K={key}: {spread(seen[key])} passes/s over {passes // key:,} examples; "
-              f"per round {ratio['run']} of the decoder at batch {args.batch}, {ratio['best']} "
-              f"of it at its best; peak RSS its first call added {peak:,.0f} MB; K={key} on "
+              f"{ratio['run']} of the decoder at batch {args.batch}, {ratio['best']} "
+              f"of it at its best; peak RSS its first call added {peak:,.0f} MB; {faults:.1f} page "
+              f"faults per 1,000 passes; K={key} on "
               f"10,000 test images: {10_000 * key / rate:,.0f} s")  # fmt: skip
     return 0
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from vaebench import allocator
 from vaebench.model import ModelSpec, build_model
 from vaebench.registry import load_registry
 from vaebench.step import StepSettings
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=0, help="-A hidden= of the mlp (0: default)")
     parser.add_argument("--latent", type=int, default=16)
     args = parser.parse_args(argv)
+    allocator.keep_freed_memory()  # as a vaebench run sets it (both loops alike)
     registry = load_registry()
     x, x_valid, shape = splits(args.data, registry)
     objective = registry.get("model", "vae").factory()

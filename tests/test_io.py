@@ -341,7 +341,7 @@ def test_environment_holds_every_version(monkeypatch):
     info = io.environment("cpu")
     assert set(info) == {
         "vaebench", "python", "platform", "torch", "triton", "cuda", "device", "device_name",
-        "cpu", "cpu_count", "torch_threads", "git_commit",
+        "cpu", "cpu_count", "torch_threads", "malloc", "git_commit",
     }  # fmt: skip
     assert info["vaebench"] == vaebench.__version__ and info["triton"] == triton.__version__
     assert info["platform"] == platform.platform() and info["cuda"] == torch.version.cuda

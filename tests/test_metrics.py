@@ -127,6 +127,17 @@ def test_iw_nll_streams_examples_and_samples_exactly(monkeypatch, budget, batch,
     )
 
 
+def test_iw_nll_encodes_each_example_once_whatever_its_chunks(monkeypatch):
+    """K = 40 in chunks of 3 samples: the encoder still sees each example once (it ran
+    once per chunk before, 14x here; at K = 5000 on the CPU, 4x)."""
+    model, x = tiny_vae(), data(5)
+    monkeypatch.setattr(metrics, "IW_CPU_BUDGET", 3 * VALUES)
+    seen = []
+    model.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    metrics.iw_nll(model, x, 40)
+    assert sum(seen) == x.shape[0]
+
+
 def test_gaussian_likelihood_matches_torch_distributions():
     lik = Gaussian(SHAPE)
     with torch.no_grad():

@@ -12,6 +12,7 @@ from torch import nn
 
 import vaebench
 from tests.helpers import NaNAfter
+from vaebench import allocator
 from vaebench.config import RunConfig
 from vaebench.plugins.mlp import MLPDecoder, MLPEncoder
 from vaebench.registry import Owner, Registry
@@ -51,7 +52,8 @@ def test_registry(registry: Registry) -> Registry:
 
 
 @pytest.mark.slow
-def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
+def test_run_writes_every_contract_column_and_learns(registry, tmp_path, monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)  # as in a new process: the run sets malloc
     config = resolve_config(
         RunConfig(plugins=["mlp", "conv"], epochs=8, out=str(tmp_path), **FAST), registry
     )
@@ -86,6 +88,7 @@ def test_run_writes_every_contract_column_and_learns(registry, tmp_path):
     assert resolved["device"] == "cpu" and resolved["plugins"] == ["mlp", "conv"]
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["device_name"]
+    assert env["malloc"] == allocator.keep_freed_memory()  # set by the run, not by this line
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["vae:mlp/normal"]) == 8
     assert rows[0]["status"] == "ok"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from vaebench import allocator
 from vaebench.errors import VaebenchError
 from vaebench.schema import (
     CORE_KEYS,
@@ -293,6 +294,7 @@ def environment(device: str) -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "malloc": allocator.description(),
         "git_commit": _git_commit(),
     }
     return info

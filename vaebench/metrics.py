@@ -86,16 +86,20 @@ def iw_nll(
     decodes = max(1, min(IW_MAX_DECODES, budget // values))
     batch = max(1, decodes // samples)
     total = 0.0
-    for xb in _batches(x, batch):
-        chunk = max(1, decodes // xb.shape[0])
-        running = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
-        for start in range(0, samples, chunk):
-            drawn = min(chunk, samples - start)
-            log_w = model.log_importance_weights(xb, drawn).double()
-            running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
-            if on_passes is not None:
-                on_passes(drawn * xb.shape[0])
-        total += -(running - math.log(samples)).sum().item()
+    for xe in _batches(x, decode_batch(model, x)):  # each example encoded once, in large batches
+        mu_e, logvar_e = model.encode(xe)
+        for start in range(0, xe.shape[0], batch):
+            xb = xe[start : start + batch]
+            posterior = (mu_e[start : start + batch], logvar_e[start : start + batch])
+            chunk = max(1, decodes // xb.shape[0])
+            running = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+            for first in range(0, samples, chunk):
+                drawn = min(chunk, samples - first)
+                log_w = model.log_importance_weights(xb, drawn, posterior).double()
+                running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
+                if on_passes is not None:
+                    on_passes(drawn * xb.shape[0])
+            total += -(running - math.log(samples)).sum().item()
     return total / x.shape[0]
 
 

@@ -107,13 +107,20 @@ class VAE(nn.Module):
         kl = self.kl_term(mu, logvar, z, fused_kl, log_q)
         return LossTerms(recon=recon, kl=kl, mu=mu, logvar=logvar)
 
-    def log_importance_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
+    def log_importance_weights(
+        self,
+        x: torch.Tensor,
+        samples: int,
+        posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples per example: ``(K, B)``.
 
         All K samples of a batch go through the decoder in one call (no Python loop per
         example or per sample). Differentiable: the IWAE objective trains on it.
+        ``posterior``: ``encode(x)`` when the caller has it already (the IW-NLL encodes an
+        example once for all its chunks of samples).
         """
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x) if posterior is None else posterior
         z, _, log_q = reparameterize_kl(
             mu, logvar, samples=samples, backend=self.kernel_backend, return_log_q=True
         )

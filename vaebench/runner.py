@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vaebench import allocator
 from vaebench.checkpoints import REPORT_EXAMPLES, model_views, save_checkpoint
 from vaebench.config import RunConfig, row_settings
 from vaebench.data import Dataset, sample_binary
@@ -175,6 +176,7 @@ def run(
     keep their rows, an interrupted one continues from its last completed epoch.
     """
     reporter = reporter or Reporter()
+    allocator.keep_freed_memory()  # in this process, whichever executor started it
     if not resume:
         check_new_run_dir(Path(config.out), overwrite=config.overwrite)
     trackers = Trackers.build(config.track, registry, out=Path(config.out), uri=config.tracking_uri)
