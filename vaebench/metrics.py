@@ -21,7 +21,7 @@ IW_MAX_DECODES = 16384  # and decoder calls per chunk (the networks' activations
 # On the CPU a chunk's decoder outputs and the likelihood's passes over them stay in cache:
 # 2^20 values (4 MiB fp32) ran the IW-NLL 2.2x faster than 2^24 on the 784-400-20 MLP
 # (benchmarks/iw_nll_speed.py), the decoder's matmuls being as fast from 1024 decodes up;
-# 2^19 and 2^21 ran 8-21 % slower than 2^20 (rounds timing each in turn, AMD EPYC).
+# with vaebench.allocator's thresholds, 2^19 to 2^21 ran within the noise of 2^20 (AMD EPYC).
 IW_CPU_BUDGET = 2**20
 PROBE_MAX_TRAIN = 10_000  # training codes the linear probe fits on (a fixed-seed subsample)
 
