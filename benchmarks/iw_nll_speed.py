@@ -7,15 +7,17 @@ a second, no autograd) bounds ``metrics.iw_nll``; the estimator adds the encoder
 example), the reparameterization, the likelihood, the prior, q and a running log-sum-exp.
 This prints the decoder's rate at the run's batch (what vaebench's decode column reports,
 the reference of the >= 90 % target) and at its best batch (the ceiling), the IW-NLL's rate
-and both ratios, and the peak resident memory the IW-NLL adds, for the static-MNIST shapes: 28x28 binary
-images (random: cost does not depend on pixel values), the MLP 784-H-L with a Bernoulli
-likelihood, fp32. Each figure is the median of ``--repeats`` timed calls after a warm-up,
-with the spread (min-max); a call makes about ``--passes`` decoder passes (about a second).
-Every round times each figure once in turn, and each IW-NLL figure is divided by the mean of
-the decoder figures timed just before and just after it (the same seconds of a machine whose
-speed drifts by 20 % within a minute) before the median of those ratios is taken. The process
-sets glibc's malloc as a vaebench run does (``vaebench.allocator``), so freed chunks are not
-faulted in again; ``--system-malloc`` keeps glibc's defaults to show what that is worth.
+and both ratios, the peak tensor memory of one IW-NLL call (the profiler's allocation events:
+what the estimator holds, whatever malloc keeps mapped) and its page faults, for the
+static-MNIST shapes: 28x28 binary images (random: cost does not depend on pixel values), the
+MLP 784-H-L with a Bernoulli likelihood, fp32. Each figure is the median of ``--repeats``
+timed calls after a warm-up, with the spread (min-max); a call makes about ``--passes``
+decoder passes (about a second). Every round times each figure once in turn (the decoder
+figures get one more call to close the last round), and each IW-NLL call is divided by the
+decoder's rate over the calls just before and just after it (the same seconds of a machine
+whose speed drifts by 20 % within a minute) before the median of those ratios is taken; the
+ratio of the medians is printed beside it. The process sets glibc's malloc as a vaebench
+run does (``vaebench.allocator``); ``--system-malloc`` keeps glibc's defaults.
 """
 
 from __future__ import annotations
@@ -24,32 +26,14 @@ import argparse
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from vaebench import allocator, metrics
 from vaebench.io import environment
 from vaebench.model import ModelSpec, build_model
+from vaebench.modes import peak_memory_mb
 from vaebench.registry import load_registry
-
-
-def peak_rss_mb(fn) -> tuple[object, float]:
-    """``fn()`` and the peak resident memory it added (Linux: VmHWM after clear_refs)."""
-    status = Path("/proc/self/status")
-
-    def field(name: str) -> float:
-        line = next(x for x in status.read_text().splitlines() if x.startswith(name))
-        return int(line.split()[1]) / 1024
-
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
-    except OSError:
-        return fn(), float("nan")
-    base = field("VmRSS:")
-    value = fn()
-    return value, field("VmHWM:") - base
-
 
 FAULTS: dict = {}  # minor page faults per timed call's function, summed over its calls
 
@@ -120,13 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
         calls[k] = (estimate, n * k)
     peaks = {}
-    for key, (fn, _) in calls.items():  # warm-up; the IW-NLL's first call's peak memory
-        peaks[key] = peak_rss_mb(fn)[1]
+    for key, (fn, _) in calls.items():  # warm-up, and the peak tensor memory of a call
+        peaks[key] = peak_memory_mb(fn, torch.device("cpu"))
     seen: dict = {key: [] for key in calls}
     for _ in range(args.repeats):  # in turn, so a slow spell of the machine hits every figure
         for key, (fn, passes) in calls.items():
             seen[key].append(timed_rate(fn, passes))
-    seen["run"].append(timed_rate(*calls["run"]))  # closes the last round's bracket
+    for key in ("run", "best"):  # close the last round's brackets
+        seen[key].append(timed_rate(*calls[key]))
     print(f"decoder at the run's batch {args.batch} (vaebench's decode column): "
           f"{spread(seen['run'])} passes/s")  # fmt: skip
     print(f"decoder at its best batch {best}: {spread(seen['best'])} passes/s")
@@ -136,15 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         peak = peaks[key]
         rate = statistics.median(seen[key])
         # each IW-NLL call against the decoder calls that bracket it in time
-        paired = {
-            ref: [v / statistics.fmean(seen[ref][i : i + 2]) for i, v in enumerate(seen[key])]
+        paired = {  # equal passes per call: the bracket's rate is the harmonic mean
+            ref: [
+                v / statistics.harmonic_mean(seen[ref][i : i + 2]) for i, v in enumerate(seen[key])
+            ]
             for ref in ("run", "best")
         }
-        ratio = {ref: f"{statistics.median(v):.0%} ({min(v):.0%}-{max(v):.0%})"
+        ratio = {ref: f"{statistics.median(v):.0%} ({min(v):.0%}-{max(v):.0%}; ratio of "
+                      f"medians {rate / statistics.median(seen[ref]):.0%})"
                  for ref, v in paired.items()}  # fmt: skip
         print(f"IW-NLL K={key}: {spread(seen[key])} passes/s over {passes // key:,} examples; "
               f"{ratio['run']} of the decoder at batch {args.batch}, {ratio['best']} "
-              f"of it at its best; peak RSS its first call added {peak:,.0f} MB; {faults:.1f} page "
+              f"of it at its best; peak tensor memory {peak:,.1f} MiB; {faults:.1f} page "
               f"faults per 1,000 passes; K={key} on "
               f"10,000 test images: {10_000 * key / rate:,.0f} s")  # fmt: skip
     return 0

@@ -99,12 +99,15 @@ def test_iw_nll_tightens_with_more_samples():
 
 
 @pytest.mark.parametrize(
-    ("budget", "batch", "chunk"), [(9 * VALUES, 2, 4), (3 * VALUES, 1, 3), (VALUES, 1, 1)]
+    ("budget", "batch", "chunk", "n"),
+    [(9 * VALUES, 2, 4, 7), (3 * VALUES, 1, 3, 7), (VALUES, 1, 1, 7), (9 * VALUES, 2, 4, 23)],
 )
-def test_iw_nll_streams_examples_and_samples_exactly(monkeypatch, budget, batch, chunk):
+def test_iw_nll_streams_examples_and_samples_exactly(monkeypatch, budget, batch, chunk, n):
     """Streaming only bounds memory: with the noise drawn chunk by chunk (examples in batches,
-    samples in chunks of a running log-sum-exp) it equals the per-example reference."""
-    model, x, samples = tiny_vae(), data(7), 4
+    samples in chunks of a running log-sum-exp) it equals the per-example reference. With 23
+    examples the encoder's blocks (9 examples at this budget, not a multiple of the batch of
+    2) must not cut a batch short."""
+    model, x, samples = tiny_vae(), data(n), 4
     monkeypatch.setattr(metrics, "IW_BUDGET", budget)
     monkeypatch.setattr(metrics, "IW_CPU_BUDGET", budget)  # these tensors are on the CPU
     torch.manual_seed(3)

@@ -86,7 +86,9 @@ def iw_nll(
     decodes = max(1, min(IW_MAX_DECODES, budget // values))
     batch = max(1, decodes // samples)
     total = 0.0
-    for xe in _batches(x, decode_batch(model, x)):  # each example encoded once, in large batches
+    # each example encoded once, in blocks of whole batches (the decoder's batches stay as
+    # large as the budget allows, and the noise goes to the same examples whatever the block)
+    for xe in _batches(x, batch * max(1, decode_batch(model, x) // batch)):
         mu_e, logvar_e = model.encode(xe)
         for start in range(0, xe.shape[0], batch):
             xb = xe[start : start + batch]

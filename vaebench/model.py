@@ -121,6 +121,8 @@ class VAE(nn.Module):
         example once for all its chunks of samples).
         """
         mu, logvar = self.encode(x) if posterior is None else posterior
+        if mu.shape[0] != x.shape[0]:
+            raise ValueError(f"posterior for {mu.shape[0]} examples given with {x.shape[0]}")
         z, _, log_q = reparameterize_kl(
             mu, logvar, samples=samples, backend=self.kernel_backend, return_log_q=True
         )

@@ -173,7 +173,9 @@ def run(
     Rows are written after each model, so an interrupted run keeps every finished model, and
     each model's training state after each epoch (``training/<model>.pt``, removed once its
     row is written). ``resume``: continue the run already in ``config.out``: finished models
-    keep their rows, an interrupted one continues from its last completed epoch.
+    keep their rows, an interrupted one continues from its last completed epoch. Sets this
+    process's malloc thresholds for good (``vaebench.allocator``; ``VAEBENCH_MALLOC=system``
+    leaves them).
     """
     reporter = reporter or Reporter()
     allocator.keep_freed_memory()  # in this process, whichever executor started it

@@ -23,7 +23,16 @@ from vaebench.tasks import recipe_name, references_of
 FIRST_SCREEN = ("iw_nll", "neg_elbo", "train_samples_per_s")
 # The environment facts beside the per-run timings (all of environment.json stays in the
 # configuration section).
-ENVIRONMENT = ("device", "device_name", "torch_threads", "torch", "triton", "cuda", "git_commit")
+ENVIRONMENT = (
+    "device",
+    "device_name",
+    "torch_threads",
+    "malloc",
+    "torch",
+    "triton",
+    "cuda",
+    "git_commit",
+)
 
 
 @dataclass(eq=False)  # a model is itself, not its contents: two runs may hold equal rows
