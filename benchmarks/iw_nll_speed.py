@@ -1,6 +1,7 @@
 """The IW-NLL's speed against the decoder's own: how close the estimator runs to its floor.
 
-    python -m benchmarks.iw_nll_speed [--samples 100,5000] [--hidden 400] [--latent 20] [--threads N]
+    python -m benchmarks.iw_nll_speed [--samples 100,5000] [--hidden 400] [--latent 20]
+        [--threads N] [--processes N]
 
 Every importance sample costs one decoder pass, so the decoder's throughput (decoder passes
 a second, no autograd) bounds ``metrics.iw_nll``; the estimator adds the encoder (once per
@@ -17,15 +18,22 @@ figures get one more call to close the last round), and each IW-NLL call is divi
 decoder's rate over the calls just before and just after it (the same seconds of a machine
 whose speed drifts by 20 % within a minute) before the median of those ratios is taken; the
 ratio of the medians is printed beside it. The process sets glibc's malloc as a vaebench
-run does (``vaebench.allocator``); ``--system-malloc`` keeps glibc's defaults.
+run does (``vaebench.allocator``); ``--system-malloc`` keeps glibc's defaults. A process's
+figures differ from the next one's by as much as the drift (the decoder's rate at batch 100
+by 20-30 % here), so ``--processes N`` runs N fresh processes one after another and ends with
+the figures of each and their medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -76,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--system-malloc", action="store_true", help="keep glibc's default malloc thresholds"
     )
+    parser.add_argument("--processes", type=int, default=1, help="fresh processes, in turn")
     args = parser.parse_args(argv)
+    if args.processes > 1:
+        return in_processes(args.processes, list(sys.argv[1:] if argv is None else argv))
     malloc = allocator.description() if args.system_malloc else allocator.keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decoder at the run's batch {args.batch} (vaebench's decode column): "
           f"{spread(seen['run'])} passes/s")  # fmt: skip
     print(f"decoder at its best batch {best}: {spread(seen['best'])} passes/s")
+    summary: dict = {"decoder": statistics.median(seen["run"]), "K": {}}
     for key in (k for k in calls if isinstance(k, int)):
         fn, passes = calls[key]
         faults = FAULTS.get(fn, 0) / (args.repeats * passes) * 1000
@@ -135,6 +147,45 @@ def main(argv: list[str] | None = None) -> int:
               f"of it at its best; peak tensor memory {peak:,.1f} MiB; {faults:.1f} page "
               f"faults per 1,000 passes; K={key} on "
               f"10,000 test images: {10_000 * key / rate:,.0f} s")  # fmt: skip
+        summary["K"][key] = {
+            "rate": rate,
+            "bracketed": statistics.median(paired["run"]),
+            "of_medians": rate / statistics.median(seen["run"]),
+        }
+    print(SUMMARY + json.dumps(summary), flush=True)
+    return 0
+
+
+SUMMARY = "# summary "  # the line a parent process reads
+
+
+def in_processes(count: int, argv: list[str]) -> int:
+    """Run the benchmark in ``count`` fresh processes in turn; print each one's figures and
+    the medians over them."""
+    runs = []
+    for index in range(count):
+        print(f"## process {index + 1} of {count}", flush=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.iw_nll_speed", *argv, "--processes", "1"],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+        for line in done.stdout.splitlines():
+            if line.startswith(SUMMARY):
+                runs.append(json.loads(line.removeprefix(SUMMARY)))
+            else:
+                print(line, flush=True)
+    rows = [("decoder at the run's batch, passes/s", [r["decoder"] for r in runs], "{:,.0f}")]
+    for k in runs[0]["K"]:
+        for field, label, fmt in (
+            ("rate", f"IW-NLL K={k}, passes/s", "{:,.0f}"),
+            ("bracketed", f"K={k} of the decoder, bracketed", "{:.0%}"),
+            ("of_medians", f"K={k} of the decoder, ratio of medians", "{:.0%}"),
+        ):
+            rows.append((label, [r["K"][k][field] for r in runs], fmt))
+    print(f"## {count} processes: each, then the median")
+    for label, values, fmt in rows:
+        cells = " ".join(fmt.format(v) for v in values)
+        print(f"{label}: {cells}; median {fmt.format(statistics.median(values))}")
     return 0
 
 

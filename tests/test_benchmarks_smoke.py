@@ -72,6 +72,26 @@ def test_loop_overhead_script_compares_both_loops(capsys, monkeypatch):
     )
 
 
+def test_iw_nll_speed_in_fresh_processes_ends_with_each_and_the_median(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.chdir(REPO.parent)  # the children find the benchmarks package all the same
+    from benchmarks import iw_nll_speed
+
+    args = ["--samples", "3", "--passes", "600", "--repeats", "1", "--hidden", "16"]
+    assert iw_nll_speed.main([*args, "--processes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("IW-NLL K=3: ") == 3 and "# summary" not in out
+    table = out.split("## 3 processes: each, then the median\n")[1].splitlines()
+    assert [line.split(":")[0] for line in table] == [
+        "decoder at the run's batch, passes/s", "IW-NLL K=3, passes/s",
+        "K=3 of the decoder, bracketed", "K=3 of the decoder, ratio of medians",
+    ]  # fmt: skip
+    for line in table:  # the median is of the three figures printed before it
+        each, median = line.split(": ", 1)[1].split("; median ")
+        values = [float(v.rstrip("%").replace(",", "")) for v in each.split()]
+        assert len(values) == 3 and float(median.rstrip("%").replace(",", "")) == sorted(values)[1]
+
+
 def test_iw_nll_speed_prints_both_rates_and_the_ratios(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     from benchmarks import iw_nll_speed
