@@ -141,6 +141,12 @@ def test_iw_nll_encodes_each_example_once_whatever_its_chunks(monkeypatch):
     assert sum(seen) == x.shape[0]
 
 
+def test_a_posterior_for_other_examples_is_refused_in_one_line():
+    model, x = tiny_vae(), data(3)
+    with torch.no_grad(), pytest.raises(ValueError, match="posterior for 2 examples given with 3"):
+        model.log_importance_weights(x, 2, model.encode(x[:2]))
+
+
 def test_gaussian_likelihood_matches_torch_distributions():
     lik = Gaussian(SHAPE)
     with torch.no_grad():
