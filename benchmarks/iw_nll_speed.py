@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     for key in (k for k in calls if isinstance(k, int)):
         fn, passes = calls[key]
         faults = FAULTS.get(fn, 0) / (args.repeats * passes) * 1000
-        peak = peaks[key]
         rate = statistics.median(seen[key])
         # each IW-NLL call against the decoder calls that bracket it in time
         paired = {  # equal passes per call: the bracket's rate is the harmonic mean
@@ -139,18 +138,19 @@ def main(argv: list[str] | None = None) -> int:
             ]
             for ref in ("run", "best")
         }
+        of_medians = {ref: rate / statistics.median(seen[ref]) for ref in paired}
         ratio = {ref: f"{statistics.median(v):.0%} ({min(v):.0%}-{max(v):.0%}; ratio of "
-                      f"medians {rate / statistics.median(seen[ref]):.0%})"
+                      f"medians {of_medians[ref]:.0%})"
                  for ref, v in paired.items()}  # fmt: skip
         print(f"IW-NLL K={key}: {spread(seen[key])} passes/s over {passes // key:,} examples; "
               f"{ratio['run']} of the decoder at batch {args.batch}, {ratio['best']} "
-              f"of it at its best; peak tensor memory {peak:,.1f} MiB; {faults:.1f} page "
+              f"of it at its best; peak tensor memory {peaks[key]:,.1f} MiB; {faults:.1f} page "
               f"faults per 1,000 passes; K={key} on "
               f"10,000 test images: {10_000 * key / rate:,.0f} s")  # fmt: skip
         summary["K"][key] = {
             "rate": rate,
             "bracketed": statistics.median(paired["run"]),
-            "of_medians": rate / statistics.median(seen["run"]),
+            "of_medians": of_medians["run"],
         }
     print(SUMMARY + json.dumps(summary), flush=True)
     return 0
